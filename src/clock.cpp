@@ -1,0 +1,81 @@
+#include "azkms/clock.hpp"
+
+namespace azkms {
+namespace {
+
+class SystemClock final : public Clock {
+ public:
+  [[nodiscard]] SystemTime now() const override { return std::chrono::system_clock::now(); }
+  [[nodiscard]] SteadyTime steady_now() const override { return std::chrono::steady_clock::now(); }
+
+  void sleep_until(SteadyTime until) override {
+    std::unique_lock lock(mutex_);
+    const unsigned generation = generation_;
+    cv_.wait_until(lock, until, [&] { return generation_ != generation; });
+  }
+
+  void wake_all() override {
+    {
+      std::lock_guard lock(mutex_);
+      ++generation_;
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  unsigned generation_ = 0;
+};
+
+}  // namespace
+
+std::shared_ptr<Clock> Clock::system() {
+  static const std::shared_ptr<Clock> clock = std::make_shared<SystemClock>();
+  return clock;
+}
+
+ManualClock::ManualClock(SystemTime start) : system_start_(start) {}
+
+SystemTime ManualClock::now() const {
+  std::lock_guard lock(mutex_);
+  return system_start_ + std::chrono::duration_cast<SystemTime::duration>(offset_);
+}
+
+SteadyTime ManualClock::steady_now() const {
+  std::lock_guard lock(mutex_);
+  return steady_start_ + offset_;
+}
+
+void ManualClock::sleep_until(SteadyTime until) {
+  std::unique_lock lock(mutex_);
+  ++sleepers_;
+  cv_.notify_all();  // lets tests waiting for a sleeper see it
+  const unsigned generation = wake_generation_;
+  cv_.wait(lock,
+           [&] { return steady_start_ + offset_ >= until || wake_generation_ != generation; });
+  --sleepers_;
+}
+
+void ManualClock::wake_all() {
+  {
+    std::lock_guard lock(mutex_);
+    ++wake_generation_;
+  }
+  cv_.notify_all();
+}
+
+void ManualClock::advance(std::chrono::nanoseconds by) {
+  {
+    std::lock_guard lock(mutex_);
+    offset_ += by;
+  }
+  cv_.notify_all();
+}
+
+int ManualClock::sleepers() const {
+  std::lock_guard lock(mutex_);
+  return sleepers_;
+}
+
+}  // namespace azkms
