@@ -1,0 +1,245 @@
+// The retry loop shared by every HTTP token source.
+//
+// Rules it keeps (see include/azkms/retry.hpp and the reference sheet):
+//  - a wait never runs past the caller's deadline: when the next wait would, the loop stops
+//    and hands back the last outcome instead of sleeping into a certain timeout;
+//  - every attempt gets min(per_attempt_timeout, time left);
+//  - Retry-After (delta seconds or an HTTP date), retry-after-ms and x-ms-retry-after-ms
+//    replace the computed backoff;
+//  - the only way this code waits is Clock::sleep_until, so a ManualClock drives it in tests.
+#include "azkms/retry.hpp"
+
+#include <curl/curl.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <optional>
+#include <random>
+#include <string>
+
+#include "azkms/error.hpp"
+#include "azkms/log.hpp"
+
+namespace azkms {
+namespace {
+
+using std::chrono::milliseconds;
+
+bool is_transport_retryable(ErrorCode code) noexcept {
+  // TLS failures, redirects and oversized bodies come out the same way every time.
+  return code == ErrorCode::kTimeout || code == ErrorCode::kConnection;
+}
+
+std::optional<long long> parse_non_negative(std::string_view text) {
+  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
+  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
+  if (text.empty()) return std::nullopt;
+  long long value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc{} || end != text.data() + text.size() || value < 0) return std::nullopt;
+  return value;
+}
+
+// The wait the server asked for, if any. An HTTP date in the past means "now".
+std::optional<milliseconds> requested_wait(const HttpResponse& response, const Clock& clock) {
+  for (const char* name : {"retry-after-ms", "x-ms-retry-after-ms"}) {
+    if (auto value = response.header(name)) {
+      if (auto ms = parse_non_negative(*value)) return milliseconds{*ms};
+    }
+  }
+  const auto value = response.header("Retry-After");
+  if (!value) return std::nullopt;
+  if (auto seconds = parse_non_negative(*value)) {
+    constexpr long long kMaxSeconds = 24LL * 3600;  // anything longer is beyond any deadline
+    return std::chrono::seconds{std::min(*seconds, kMaxSeconds)};
+  }
+  // libcurl's parser for HTTP dates (RFC 1123, RFC 850, asctime).
+  const time_t when = curl_getdate(value->c_str(), nullptr);
+  if (when < 0) return std::nullopt;
+  const auto target = std::chrono::system_clock::from_time_t(when);
+  const auto now = clock.now();
+  if (target <= now) return milliseconds{0};
+  return std::chrono::duration_cast<milliseconds>(target - now);
+}
+
+double jitter_factor(double jitter) {
+  if (jitter <= 0) return 1.0;
+  thread_local std::minstd_rand engine{std::random_device{}()};
+  std::uniform_real_distribution<double> distribution(1.0 - jitter, 1.0 + jitter);
+  return distribution(engine);
+}
+
+// Backoff before attempt `next_attempt` (2-based): initial * multiplier^(n-2), capped, jittered.
+milliseconds computed_backoff(const RetryPolicy& policy, int next_attempt) {
+  double base = static_cast<double>(policy.initial_backoff.count()) *
+                std::pow(policy.backoff_multiplier, std::max(0, next_attempt - 2));
+  base = std::min(base, static_cast<double>(policy.max_backoff.count()));
+  const double jittered = base * jitter_factor(std::clamp(policy.jitter, 0.0, 1.0));
+  return milliseconds{static_cast<long long>(std::llround(std::max(0.0, jittered)))};
+}
+
+std::string describe_outcome(int status, const std::string& error) {
+  if (status != 0) return "HTTP " + std::to_string(status);
+  return error.empty() ? std::string("transport error") : error;
+}
+
+// Sleeps through the Clock until `until`, riding out wake_all() calls meant for other sleepers.
+void sleep_through(Clock& clock, SteadyTime until) {
+  while (clock.steady_now() < until) clock.sleep_until(until);
+}
+
+}  // namespace
+
+bool RetryPolicy::is_retryable_status(int status) const noexcept {
+  switch (status) {
+    case 404:
+      return retry_404;
+    case 408:
+      return retry_408;
+    case 410:
+      return retry_410;
+    case 429:
+      return retry_429;
+    case 500:
+    case 502:
+    case 503:
+    case 504:
+      return true;
+    default:
+      return retry_all_5xx && status >= 500 && status <= 599;
+  }
+}
+
+RetryPolicy RetryPolicy::imds() {
+  // Microsoft's schedule for IMDS is about 0, 2, 6, 14, 30 s: waits of 2, 4, 8, 16 s.
+  RetryPolicy policy;
+  policy.max_attempts = 5;
+  policy.initial_backoff = milliseconds{2'000};
+  policy.backoff_multiplier = 2.0;
+  policy.max_backoff = milliseconds{30'000};
+  policy.jitter = 0.2;
+  policy.keep_retrying_410_for = milliseconds{70'000};
+  policy.retry_404 = true;
+  policy.retry_410 = true;
+  policy.retry_all_5xx = true;
+  policy.retry_408 = true;
+  policy.retry_429 = true;
+  policy.retry_transport_errors = true;
+  return policy;
+}
+
+RetryPolicy RetryPolicy::identity_endpoint() {
+  // The Azure SDKs' defaults for other endpoints: three retries from 0.8 s, doubling.
+  RetryPolicy policy;
+  policy.max_attempts = 4;
+  policy.initial_backoff = milliseconds{800};
+  policy.backoff_multiplier = 2.0;
+  policy.max_backoff = milliseconds{30'000};
+  policy.jitter = 0.2;
+  policy.keep_retrying_410_for = milliseconds{0};
+  policy.retry_404 = false;
+  policy.retry_410 = false;
+  policy.retry_all_5xx = false;
+  policy.retry_408 = true;
+  policy.retry_429 = true;
+  policy.retry_transport_errors = true;
+  return policy;
+}
+
+RetryPolicy RetryPolicy::no_retries() {
+  RetryPolicy policy;
+  policy.max_attempts = 1;
+  policy.retry_404 = false;
+  policy.retry_410 = false;
+  policy.retry_all_5xx = false;
+  policy.retry_408 = false;
+  policy.retry_429 = false;
+  policy.retry_transport_errors = false;
+  return policy;
+}
+
+HttpResponse run_with_retries(const RetryPolicy& policy, Clock& clock, Deadline deadline,
+                              milliseconds per_attempt_timeout,
+                              const std::function<HttpResponse(milliseconds)>& attempt,
+                              int* attempts_made, const AttemptObserver& observer) {
+  int attempts = 0;
+  auto report_count = [&] {
+    if (attempts_made != nullptr) *attempts_made = attempts;
+  };
+  std::optional<HttpResponse> last_response;
+  std::optional<Error> last_error;
+  const SteadyTime first_start = clock.steady_now();
+
+  // Hands back the last outcome: the response, or the transport error with the count.
+  auto finish = [&]() -> HttpResponse {
+    report_count();
+    if (last_response) return std::move(*last_response);
+    if (last_error) throw std::move(last_error->with_attempts(attempts));
+    throw Error(ErrorCode::kTimeout, "the deadline passed before any attempt could be made")
+        .with_attempts(attempts);
+  };
+
+  for (;;) {
+    const SteadyTime now = clock.steady_now();
+    const auto left = std::chrono::duration_cast<milliseconds>(deadline - now);
+    // Below one millisecond there is no budget to give: a zero timeout means "none" to curl.
+    if (left < milliseconds{1}) return finish();
+    const milliseconds budget = std::min(per_attempt_timeout, left);
+
+    ++attempts;
+    int status = 0;
+    std::string error_text;
+    last_response.reset();
+    last_error.reset();
+    try {
+      last_response = attempt(budget);
+      status = last_response->status;
+    } catch (Error& error) {
+      if (!policy.retry_transport_errors || !is_transport_retryable(error.code())) {
+        report_count();
+        if (error.attempts() == 0) error.with_attempts(attempts);
+        throw;
+      }
+      error_text = error.what();
+      last_error = std::move(error);
+    }
+
+    const bool retryable = last_response ? policy.is_retryable_status(status) : true;
+    if (!retryable) {
+      if (observer) observer(AttemptReport{attempts, status, error_text, milliseconds{0}});
+      report_count();
+      return std::move(*last_response);
+    }
+
+    const SteadyTime after = clock.steady_now();
+    bool more = attempts < policy.max_attempts;
+    if (!more && status == 410 && policy.retry_410) {
+      more = after - first_start < policy.keep_retrying_410_for;
+    }
+    milliseconds wait{0};
+    if (more) {
+      std::optional<milliseconds> asked;
+      if (last_response) asked = requested_wait(*last_response, clock);
+      wait = asked ? *asked : computed_backoff(policy, attempts + 1);
+      // The next attempt needs at least a millisecond of budget after the wait.
+      if (after + wait + milliseconds{1} > deadline) {
+        log(LogLevel::kInfo, "identity endpoint: " + describe_outcome(status, error_text) +
+                                 " on attempt " + std::to_string(attempts) +
+                                 "; no retry, the next wait (" + std::to_string(wait.count()) +
+                                 " ms) would pass the deadline");
+        more = false;
+        wait = milliseconds{0};
+      }
+    }
+    if (observer) observer(AttemptReport{attempts, status, error_text, wait});
+    if (!more) return finish();
+
+    log(LogLevel::kInfo, "identity endpoint: " + describe_outcome(status, error_text) +
+                             " on attempt " + std::to_string(attempts) + "; retrying in " +
+                             std::to_string(wait.count()) + " ms");
+    sleep_through(clock, after + wait);
+  }
+}
+
+}  // namespace azkms
