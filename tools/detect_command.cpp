@@ -1,0 +1,66 @@
+// `azkms detect`: which hosting environment azkms sees, why, and what it supports.
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "azkms/detect.hpp"
+#include "cli.hpp"
+
+namespace azkms::cli {
+namespace {
+
+struct DetectFlags {
+  bool json = false;
+  std::string source = "auto";
+};
+
+std::vector<std::string> selector_names(std::uint8_t set) {
+  std::vector<std::string> names;
+  for (auto kind : {IdentitySelector::Kind::kSystemAssigned, IdentitySelector::Kind::kClientId,
+                    IdentitySelector::Kind::kObjectId, IdentitySelector::Kind::kResourceId}) {
+    if (supports(set, kind)) names.emplace_back(to_string(kind));
+  }
+  return names;
+}
+
+void print_text(const Detection& d) {
+  std::cout << "source:     " << display_name(d.kind) << " (" << to_string(d.kind) << ")\n"
+            << "chosen by:  " << (d.forced ? "--source" : "detection") << ": " << d.reason << "\n"
+            << "endpoint:   " << d.endpoint << "\n"
+            << "identities: ";
+  const auto names = selector_names(d.supported_selectors);
+  for (std::size_t i = 0; i < names.size(); ++i) std::cout << (i ? ", " : "") << names[i];
+  std::cout << "\nvariables:  " << (d.variables.empty() ? "none set" : "") << "\n";
+  for (const auto& var : d.variables) std::cout << "  " << var.name << "=" << var.value << "\n";
+}
+
+void print_json(const Detection& d) {
+  nlohmann::json variables = nlohmann::json::array();
+  for (const auto& var : d.variables)
+    variables.push_back({{"name", var.name}, {"value", var.value}});
+  nlohmann::json out = {
+      {"source", to_string(d.kind)}, {"displayName", display_name(d.kind)},
+      {"forced", d.forced},          {"reason", d.reason},
+      {"endpoint", d.endpoint},      {"identitySelectors", selector_names(d.supported_selectors)},
+      {"variables", variables}};
+  std::cout << out.dump(2) << "\n";
+}
+
+}  // namespace
+
+Action add_detect_command(CLI::App& app) {
+  auto flags = std::make_shared<DetectFlags>();
+  auto* command = app.add_subcommand(
+      "detect", "Explain which hosting environment is detected and why (secrets redacted)");
+  command->add_flag("--json", flags->json, "print one JSON object");
+  command->add_option("--source", flags->source, "name a source instead of detecting")
+      ->capture_default_str();
+  return [flags] {
+    IdentityFlags parsed;
+    parsed.source = flags->source;
+    const Detection detection = detect(ProcessEnvironment{}, parsed.forced_source());
+    flags->json ? print_json(detection) : print_text(detection);
+    return 0;
+  };
+}
+
+}  // namespace azkms::cli

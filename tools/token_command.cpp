@@ -1,0 +1,69 @@
+// `azkms token`: fetch one token from the detected (or named) source. The only command that
+// prints a token, because asking for it is the whole point of the command.
+#include <chrono>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "azkms/detect.hpp"
+#include "cli.hpp"
+
+namespace azkms::cli {
+namespace {
+
+struct TokenFlags {
+  IdentityFlags identity;
+  std::string resource{kKeyVaultResource};
+  long long timeout_ms = 30'000;
+  bool json = false;
+};
+
+long long epoch_seconds(SystemTime t) {
+  return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+}
+
+int run(const TokenFlags& flags) {
+  if (flags.timeout_ms <= 0) {
+    throw Error(ErrorCode::kConfiguration, "--timeout-ms must be a positive number of ms");
+  }
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(flags.timeout_ms);
+  auto source = make_source(ProcessEnvironment{}, flags.identity.forced_source());
+  TokenRequest request{flags.resource, flags.identity.selector()};
+  const AccessToken token = source->fetch(request, deadline);
+  const std::string resource = token.resource.empty() ? request.resource : token.resource;
+  if (flags.json) {
+    nlohmann::json out = {{"accessToken", token.token.reveal()},
+                          {"expiresOn", epoch_seconds(token.expires_on)},
+                          {"tokenType", token.token_type},
+                          {"resource", resource},
+                          {"source", to_string(source->kind())}};
+    std::cout << out.dump() << "\n";
+    return 0;
+  }
+  const auto remaining = std::chrono::duration_cast<std::chrono::seconds>(
+      token.expires_on - std::chrono::system_clock::now());
+  std::cout << "source:     " << source->name() << "\n"
+            << "resource:   " << resource << "\n"
+            << "type:       " << token.token_type << "\n"
+            << "expires on: " << epoch_seconds(token.expires_on) << " (in " << remaining.count()
+            << " s)\n"
+            << "token:      " << token.token.reveal() << "\n";
+  return 0;
+}
+
+}  // namespace
+
+Action add_token_command(CLI::App& app) {
+  auto flags = std::make_shared<TokenFlags>();
+  auto* command = app.add_subcommand("token", "Fetch an access token and print it");
+  command->add_option("--resource", flags->resource, "resource URI the token is for")
+      ->capture_default_str();
+  flags->identity.add_to(*command);
+  command->add_option("--timeout-ms", flags->timeout_ms, "deadline for the whole operation")
+      ->capture_default_str();
+  command->add_flag("--json", flags->json,
+                    "print {accessToken, expiresOn, tokenType, resource, source}");
+  return [flags] { return run(*flags); };
+}
+
+}  // namespace azkms::cli
