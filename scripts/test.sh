@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs the whole test suite:
+#   unit   - every test (CTest/GoogleTest), warnings as errors
+#   asan   - every test again under AddressSanitizer + UndefinedBehaviorSanitizer
+#   tsan   - the cache and concurrency tests under ThreadSanitizer
+#   fuzz   - a short run of each libFuzzer target on its seed corpus
+# Choose stages with AZKMS_TEST_STAGES="unit asan" (default: all four).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+
+stages="${AZKMS_TEST_STAGES:-unit asan tsan fuzz}"
+failed_stages=()
+summary=()
+
+run_ctest() {  # run_ctest <name> <build dir> [ctest args...]
+  local name="$1" dir="$2"
+  shift 2
+  local log="$dir/ctest.log"
+  echo "== $name: ctest $*"
+  if ctest --test-dir "$dir" --output-on-failure -j"$(nproc)" "$@" | tee "$log"; then :; else failed_stages+=("$name"); fi
+  local line
+  line=$(grep -E 'tests passed, [0-9]+ tests failed out of [0-9]+' "$log" | tail -1 || true)
+  summary+=("$name: ${line:-no result}")
+  if [[ "$line" =~ ([0-9]+)\ tests\ failed\ out\ of\ ([0-9]+) ]]; then
+    total_failed=$((total_failed + BASH_REMATCH[1]))
+    total_passed=$((total_passed + BASH_REMATCH[2] - BASH_REMATCH[1]))
+  fi
+}
+total_passed=0
+total_failed=0
+
+for stage in $stages; do
+  case "$stage" in
+    unit)
+      echo "== unit: build"
+      scripts/build.sh build
+      run_ctest unit build
+      ;;
+    asan)
+      echo "== asan: build (AddressSanitizer + UndefinedBehaviorSanitizer)"
+      BUILD_TYPE=Debug scripts/build.sh build-asan -DAZKMS_SANITIZE=address,undefined -DAZKMS_BUILD_BENCH=OFF
+      ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 run_ctest asan build-asan
+      ;;
+    tsan)
+      echo "== tsan: build (ThreadSanitizer)"
+      BUILD_TYPE=Debug CC=clang CXX=clang++ scripts/build.sh build-tsan -DAZKMS_SANITIZE=thread -DAZKMS_BUILD_BENCH=OFF
+      TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 run_ctest tsan build-tsan -L 'cache|concurrency'
+      ;;
+    fuzz)
+      if ls fuzz/*_fuzzer.cpp >/dev/null 2>&1; then
+        echo "== fuzz: build (libFuzzer)"
+        CC=clang CXX=clang++ BUILD_TYPE=Debug scripts/build.sh build-fuzz -DAZKMS_BUILD_FUZZ=ON -DAZKMS_BUILD_TESTS=OFF -DAZKMS_BUILD_BENCH=OFF
+        scripts/fuzz.sh build-fuzz "${AZKMS_FUZZ_SECONDS:-20}" || failed_stages+=("fuzz")
+        summary+=("fuzz: see above")
+      fi
+      ;;
+    *) echo "unknown stage '$stage'"; exit 2 ;;
+  esac
+done
+
+echo "== summary"
+for line in "${summary[@]}"; do echo "  $line"; done
+if ((${#failed_stages[@]})); then
+  echo "FAILED stages: ${failed_stages[*]}"
+fi
+echo "$total_passed passed, $total_failed failed"
+if ((${#failed_stages[@]})); then exit 1; fi
