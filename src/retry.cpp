@@ -105,7 +105,7 @@ bool RetryPolicy::is_retryable_status(int status) const noexcept {
     case 502:
     case 503:
     case 504:
-      return true;
+      return retry_server_errors || retry_all_5xx;
     default:
       return retry_all_5xx && status >= 500 && status <= 599;
   }
@@ -153,6 +153,7 @@ RetryPolicy RetryPolicy::no_retries() {
   policy.retry_404 = false;
   policy.retry_410 = false;
   policy.retry_all_5xx = false;
+  policy.retry_server_errors = false;
   policy.retry_408 = false;
   policy.retry_429 = false;
   policy.retry_transport_errors = false;

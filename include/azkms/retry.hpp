@@ -26,7 +26,8 @@ struct RetryPolicy {
   std::chrono::milliseconds keep_retrying_410_for{0};
   bool retry_404 = false;
   bool retry_410 = false;
-  bool retry_all_5xx = false;  // IMDS: any 5xx; others: 500, 502, 503, 504 only
+  bool retry_all_5xx = false;       // IMDS: any 5xx; others: 500, 502, 503, 504 only
+  bool retry_server_errors = true;  // 500, 502, 503, 504 (false only in no_retries())
   bool retry_408 = true;
   bool retry_429 = true;
   bool retry_transport_errors = true;  // timeouts of one attempt, refused, reset
