@@ -4,9 +4,11 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace azkms {
@@ -57,17 +59,38 @@ struct HttpOptions {
   std::string ca_file;
 };
 
-// Thrown errors: ErrorCode::kTimeout, kConnection, kTls, kRedirect, kResponseTooLarge.
-// Any HTTP status is a response, not an error: policy belongs to the caller.
+// Counters a client may keep; the libcurl client does (tests use them to show reuse).
+struct HttpClientStats {
+  std::uint64_t requests = 0;            // send() calls that reached the network
+  std::uint64_t connections_opened = 0;  // new TCP connections (the rest were reused)
+};
+
+// Thrown errors: ErrorCode::kTimeout, kConnection, kTls, kRedirect, kResponseTooLarge, and
+// kConfiguration for a request that cannot be sent as given (bad URL, scheme other than
+// http/https, a header value with a line break, a malformed pin, a pin on plain http).
+// Any HTTP status other than a redirect is a response, not an error: policy belongs to the
+// caller. Implementations must be safe to call from many threads at once.
 class HttpClient {
  public:
   virtual ~HttpClient() = default;
   virtual HttpResponse send(const HttpRequest& request, const HttpOptions& options) = 0;
+  [[nodiscard]] virtual HttpClientStats stats() const { return {}; }
 };
 
-// libcurl-backed client: reuses connections within the process, never follows redirects,
-// bypasses proxies for loopback and link-local hosts, verifies TLS always.
+// libcurl-backed client: never follows redirects, bypasses proxies for loopback and
+// link-local hosts, verifies TLS always (or checks the pin), TLS 1.2 at least.
+// Each client keeps its own idle connections (a pool of libcurl handles), so connections are
+// reused across the requests of one client: create one and share it, or use
+// default_http_client(). Destroying a client closes its idle connections.
 std::shared_ptr<HttpClient> make_curl_http_client();
+
+// One libcurl client for the whole process, created on first use and never destroyed (so
+// that threads still running at exit never see it disappear).
+std::shared_ptr<HttpClient> default_http_client();
+
+// "AB:cd 01..." -> "ABCD01..." (40 upper-case hex digits, ':' and spaces dropped), or nullopt
+// when the text is not a SHA-1 thumbprint. The form IDENTITY_SERVER_THUMBPRINT is compared in.
+std::optional<std::string> normalize_sha1_thumbprint(std::string_view text);
 
 // Percent-encodes a query component (through libcurl).
 std::string url_encode(std::string_view value);

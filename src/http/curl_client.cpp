@@ -1,0 +1,614 @@
+// The libcurl HttpClient.
+//
+// Shape, and why:
+// - A pool of easy handles per client rather than a CURLSH-shared connection cache: libcurl
+//   documents that sharing one connection cache between concurrently running threads is not
+//   supported, while each easy handle keeps its own cache of idle connections across
+//   curl_easy_reset(). A thread takes the most recently returned handle, so sequential requests
+//   to one endpoint ride the same connection.
+// - The size cap is enforced twice: a declared Content-Length over the cap aborts in the header
+//   callback before any body byte is read, and the write callback aborts as soon as streamed
+//   bytes would pass it (chunked answers declare nothing).
+// - A 3xx answer aborts at the end of its headers: redirects are never followed, and nothing
+//   of their body is worth waiting for.
+// - Pinned mode (Service Fabric) keeps peer verification on but installs an OpenSSL verify
+//   callback that accepts the chain if and only if the leaf's SHA-1 thumbprint equals the pin;
+//   only the host name check is off, because the cluster certificate rarely names the node.
+//   Pinned exchanges never reuse a connection or a TLS session: a resumed session skips the
+//   certificate, and another request pinned to another thumbprint must not inherit this one.
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <charconv>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "azkms/error.hpp"
+#include "azkms/http.hpp"
+#include "azkms/log.hpp"
+#include "http/proxy_bypass.hpp"
+
+namespace azkms {
+namespace {
+
+constexpr std::size_t kMaxIdleHandles = 16;
+
+int ssl_ctx_ex_index() {
+  static const int index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
+}
+
+void global_init() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+      throw Error(ErrorCode::kConnection, "libcurl could not be initialised (curl_global_init)");
+    }
+    (void)ssl_ctx_ex_index();
+  });
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() &&
+         (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n')) {
+    s.remove_suffix(1);
+  }
+  return s;
+}
+
+// Printable ASCII only, bounded: text from the network or the environment that enters a
+// message must not carry control characters or run on forever.
+std::string printable(std::string_view s, std::size_t limit = 200) {
+  std::string out;
+  for (char c : s.substr(0, limit)) {
+    out += (c >= 0x20 && c < 0x7f) ? c : '?';
+  }
+  if (s.size() > limit) out += "...";
+  return out;
+}
+
+struct UrlDeleter {
+  void operator()(CURLU* u) const { curl_url_cleanup(u); }
+};
+struct CurlStringDeleter {
+  void operator()(char* p) const { curl_free(p); }
+};
+using UrlPtr = std::unique_ptr<CURLU, UrlDeleter>;
+using CurlString = std::unique_ptr<char, CurlStringDeleter>;
+
+std::string url_part(CURLU* u, CURLUPart part) {
+  char* raw = nullptr;
+  if (curl_url_get(u, part, &raw, 0) != CURLUE_OK || raw == nullptr) return {};
+  CurlString owned(raw);
+  return std::string(raw);
+}
+
+struct ParsedUrl {
+  std::string scheme;
+  std::string host;          // IPv6 literals keep their brackets, as libcurl returns them
+  std::string for_messages;  // scheme://host[:port]/path: no user info, no query
+};
+
+std::optional<ParsedUrl> parse_url(const std::string& url) {
+  UrlPtr u(curl_url());
+  if (!u || curl_url_set(u.get(), CURLUPART_URL, url.c_str(), 0) != CURLUE_OK) return {};
+  ParsedUrl parsed;
+  parsed.scheme = url_part(u.get(), CURLUPART_SCHEME);
+  parsed.host = url_part(u.get(), CURLUPART_HOST);
+  if (parsed.scheme.empty() || parsed.host.empty()) return {};
+  const std::string port = url_part(u.get(), CURLUPART_PORT);
+  parsed.for_messages = parsed.scheme + "://" + parsed.host;
+  if (!port.empty()) parsed.for_messages += ":" + port;
+  parsed.for_messages += url_part(u.get(), CURLUPART_PATH);
+  parsed.for_messages = printable(parsed.for_messages);
+  return parsed;
+}
+
+// The URL as messages show it when libcurl cannot parse it: no query, printable, bounded.
+std::string url_for_messages(const std::string& url) {
+  if (auto parsed = parse_url(url)) return parsed->for_messages;
+  return printable(std::string_view(url).substr(0, url.find('?')));
+}
+
+bool valid_header_name(std::string_view name) {
+  if (name.empty()) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || std::strchr("!#$%&'*+-.^_`|~", c);
+  });
+}
+
+bool valid_header_value(std::string_view value) {
+  return std::none_of(value.begin(), value.end(),
+                      [](char c) { return c == '\r' || c == '\n' || c == '\0'; });
+}
+
+std::string hex_upper(const unsigned char* data, std::size_t n) {
+  static constexpr char kDigits[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(n * 2);
+  for (std::size_t i = 0; i < n; ++i) {
+    out += kDigits[data[i] >> 4];
+    out += kDigits[data[i] & 0x0f];
+  }
+  return out;
+}
+
+// Everything one exchange needs in its callbacks.
+struct Transfer {
+  std::size_t max_bytes = 0;
+  HttpResponse response;
+  bool in_final_headers = false;
+  // Why the transfer was aborted by us, if it was.
+  bool too_large = false;
+  std::string declared_length;  // set when refused on Content-Length
+  bool redirect = false;
+  std::string location;
+  // Pinned mode.
+  std::string pin;  // normalized, empty when not pinned
+  std::string presented_thumbprint;
+  bool pin_mismatch = false;
+};
+
+size_t on_header(char* data, size_t size, size_t count, void* user) {
+  auto& t = *static_cast<Transfer*>(user);
+  const size_t n = size * count;
+  const std::string_view line(data, n);
+  const std::string_view content = trim(line);
+  if (line.starts_with("HTTP/")) {
+    // A new response begins (after a 1xx, or the first one): start over.
+    t.response.headers.clear();
+    t.response.status = 0;
+    t.location.clear();
+    const auto space = line.find(' ');
+    if (space != std::string_view::npos) {
+      const auto code = trim(line.substr(space + 1)).substr(0, 3);
+      int status = 0;
+      std::from_chars(code.data(), code.data() + code.size(), status);
+      t.response.status = status;
+    }
+    return n;
+  }
+  const bool redirect_status = t.response.status >= 300 && t.response.status < 400;
+  if (content.empty()) {
+    // End of one header block. A redirect is refused here, before its body.
+    if (redirect_status) {
+      t.redirect = true;
+      return 0;
+    }
+    return n;
+  }
+  if ((line.front() == ' ' || line.front() == '\t') && !t.response.headers.empty()) {
+    auto& value = t.response.headers.back().value;  // obsolete line folding
+    value += ' ';
+    value += content;
+    return n;
+  }
+  const auto colon = content.find(':');
+  if (colon == std::string_view::npos) return n;
+  HttpHeader header{std::string(trim(content.substr(0, colon))),
+                    std::string(trim(content.substr(colon + 1))), false};
+  if (iequals(header.name, "content-length") && !redirect_status) {
+    unsigned long long length = 0;
+    const auto& v = header.value;
+    const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), length);
+    if (ec == std::errc::result_out_of_range || (ec == std::errc() && length > t.max_bytes)) {
+      t.too_large = true;
+      t.declared_length = printable(v, 40);
+      return 0;
+    }
+  }
+  if (iequals(header.name, "location")) t.location = header.value;
+  t.response.headers.push_back(std::move(header));
+  return n;
+}
+
+size_t on_body(char* data, size_t size, size_t count, void* user) {
+  auto& t = *static_cast<Transfer*>(user);
+  const size_t n = size * count;
+  if (n > t.max_bytes - t.response.body.size()) {
+    t.too_large = true;
+    return 0;  // CURLE_WRITE_ERROR: abort now
+  }
+  t.response.body.append(data, n);
+  return n;
+}
+
+int verify_pinned(int preverify_ok, X509_STORE_CTX* store) {
+  (void)preverify_ok;  // the pin replaces the chain's verdict
+  auto* ssl =
+      static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
+  auto* t =
+      ssl == nullptr
+          ? nullptr
+          : static_cast<Transfer*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ssl_ctx_ex_index()));
+  X509* leaf = X509_STORE_CTX_get0_cert(store);
+  if (t == nullptr || leaf == nullptr) return 0;
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  if (X509_digest(leaf, EVP_sha1(), digest, &length) != 1) return 0;
+  const std::string presented = hex_upper(digest, length);
+  if (presented != t->pin) {
+    t->presented_thumbprint = presented;
+    t->pin_mismatch = true;
+    return 0;
+  }
+  X509_STORE_CTX_set_error(store, X509_V_OK);
+  return 1;
+}
+
+CURLcode on_ssl_ctx(CURL*, void* ssl_ctx, void* user) {
+  auto* ctx = static_cast<SSL_CTX*>(ssl_ctx);
+  // The SSL_CTX belongs to this connection alone and pinned connections are never reused, so
+  // the pointer cannot outlive the transfer it names.
+  if (SSL_CTX_set_ex_data(ctx, ssl_ctx_ex_index(), user) != 1) return CURLE_SSL_CERTPROBLEM;
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_pinned);
+  return CURLE_OK;
+}
+
+ErrorCode classify(CURLcode rc) {
+  switch (rc) {
+    case CURLE_OPERATION_TIMEDOUT:
+      return ErrorCode::kTimeout;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_SHUTDOWN_FAILED:
+    case CURLE_USE_SSL_FAILED:
+    case CURLE_SSL_CLIENTCERT:
+      return ErrorCode::kTls;
+    case CURLE_FILESIZE_EXCEEDED:
+      return ErrorCode::kResponseTooLarge;
+    case CURLE_URL_MALFORMAT:
+    case CURLE_UNSUPPORTED_PROTOCOL:
+      return ErrorCode::kConfiguration;
+    default:
+      return ErrorCode::kConnection;
+  }
+}
+
+std::string next_step(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kTimeout:
+      return "the endpoint did not answer in time; it may be overloaded or unreachable";
+    case ErrorCode::kTls:
+      return "check the endpoint's certificate and the trust store (or the configured pin)";
+    case ErrorCode::kConnection:
+      return "check that the identity endpoint is running and reachable from this host";
+    default:
+      return "check the endpoint address";
+  }
+}
+
+struct EasyDeleter {
+  void operator()(CURL* h) const { curl_easy_cleanup(h); }
+};
+using EasyPtr = std::unique_ptr<CURL, EasyDeleter>;
+
+struct SlistDeleter {
+  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
+};
+using SlistPtr = std::unique_ptr<curl_slist, SlistDeleter>;
+
+class CurlHttpClient final : public HttpClient {
+ public:
+  CurlHttpClient() { global_init(); }
+
+  CurlHttpClient(const CurlHttpClient&) = delete;
+  CurlHttpClient& operator=(const CurlHttpClient&) = delete;
+
+  HttpResponse send(const HttpRequest& request, const HttpOptions& options) override {
+    const auto parsed = parse_url(request.url);
+    if (!parsed) {
+      throw Error(ErrorCode::kConfiguration, "cannot send to \"" + url_for_messages(request.url) +
+                                                 "\": not an absolute http or https URL");
+    }
+    const std::string& endpoint = parsed->for_messages;
+    const std::string what = request.method + " " + endpoint;
+    const bool https = iequals(parsed->scheme, "https");
+    if (!https && !iequals(parsed->scheme, "http")) {
+      throw Error(ErrorCode::kConfiguration,
+                  "cannot send to " + endpoint + ": only http and https are supported");
+    }
+    if (options.timeout.count() <= 0) {
+      throw Error(ErrorCode::kTimeout, what + ": no time left before the deadline");
+    }
+
+    Transfer t;
+    t.max_bytes = options.max_response_bytes;
+    if (options.pinned_sha1_thumbprint) {
+      auto pin = normalize_sha1_thumbprint(*options.pinned_sha1_thumbprint);
+      if (!pin) {
+        throw Error(ErrorCode::kConfiguration,
+                    "IDENTITY_SERVER_THUMBPRINT \"" +
+                        printable(*options.pinned_sha1_thumbprint, 80) +
+                        "\" is not a SHA-1 thumbprint (40 hexadecimal digits)");
+      }
+      if (!https) {
+        throw Error(ErrorCode::kConfiguration,
+                    endpoint + " is not https, so the certificate pin cannot be checked");
+      }
+      t.pin = std::move(*pin);
+    }
+
+    SlistPtr headers;
+    for (const auto& h : request.headers) {
+      // Never the value in the message: it may be the secret.
+      if (!valid_header_name(h.name) || !valid_header_value(h.value)) {
+        throw Error(ErrorCode::kConfiguration,
+                    "request to " + endpoint + " has an invalid header \"" + printable(h.name, 60) +
+                        "\" (line breaks are not allowed)");
+      }
+      const std::string line = h.value.empty() ? h.name + ";" : h.name + ": " + h.value;
+      curl_slist* next = curl_slist_append(headers.get(), line.c_str());
+      if (next == nullptr) throw std::bad_alloc();
+      (void)headers.release();
+      headers.reset(next);
+    }
+    // libcurl would otherwise add "Expect: 100-continue" to larger POSTs and wait for it.
+    if (!request.header("Expect")) {
+      curl_slist* next = curl_slist_append(headers.get(), "Expect:");
+      if (next == nullptr) throw std::bad_alloc();
+      (void)headers.release();
+      headers.reset(next);
+    }
+
+    EasyPtr handle = acquire();
+    CURL* h = handle.get();
+    char error_buffer[CURL_ERROR_SIZE] = {0};
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, error_buffer);
+    curl_easy_setopt(h, CURLOPT_URL, request.url.c_str());
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(h, CURLOPT_MAXREDIRS, 0L);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, static_cast<long>(options.timeout.count()));
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(options.timeout.count()));
+    curl_easy_setopt(h, CURLOPT_USERAGENT, "azkms/0.1");
+    curl_easy_setopt(h, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers.get());
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, &t);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &t);
+    if (http_detail::bypasses_proxy(parsed->host)) {
+      curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
+    }
+
+    if (request.method == "GET" && request.body.empty()) {
+      curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+    } else if (request.method == "HEAD") {
+      curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+    } else {
+      curl_easy_setopt(h, CURLOPT_POSTFIELDS, request.body.data());
+      curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
+                       static_cast<curl_off_t>(request.body.size()));
+      if (request.method != "POST") {
+        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, request.method.c_str());
+      }
+    }
+
+    if (https) {
+      curl_easy_setopt(h, CURLOPT_SSLVERSION, static_cast<long>(CURL_SSLVERSION_TLSv1_2));
+      curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+      curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, t.pin.empty() ? 2L : 0L);
+      if (!options.ca_file.empty()) {
+        // CAINFO replaces the default bundle; the hashed system directory keeps the system
+        // store in play next to the extra anchor.
+        curl_easy_setopt(h, CURLOPT_CAINFO, options.ca_file.c_str());
+        if (const auto* info = curl_version_info(CURLVERSION_NOW); info->capath != nullptr) {
+          curl_easy_setopt(h, CURLOPT_CAPATH, info->capath);
+        }
+      }
+      if (!t.pin.empty()) {
+        curl_easy_setopt(h, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx);
+        curl_easy_setopt(h, CURLOPT_SSL_CTX_DATA, &t);
+        curl_easy_setopt(h, CURLOPT_SSL_SESSIONID_CACHE, 0L);
+        curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, 1L);
+        curl_easy_setopt(h, CURLOPT_FORBID_REUSE, 1L);
+      }
+    }
+
+    const auto started = std::chrono::steady_clock::now();
+    const CURLcode rc = curl_easy_perform(h);
+    const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - started);
+    long connects = 0;
+    curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &connects);
+    long status = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    requests_.fetch_add(1, std::memory_order_relaxed);
+    connections_opened_.fetch_add(static_cast<std::uint64_t>(std::max(connects, 0L)),
+                                  std::memory_order_relaxed);
+    // The callbacks point into this frame: detach them before the handle is pooled.
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, nullptr);
+    release(std::move(handle));
+
+    if (t.redirect || (rc == CURLE_OK && status >= 300 && status < 400)) {
+      std::string message = what + " answered " + std::to_string(status) + " (a redirect";
+      if (const auto target = describe_location(t.location); !target.empty()) {
+        message += " to " + target;
+      }
+      message +=
+          "); identity endpoints are never followed to another address: check the endpoint "
+          "URL and that nothing between here and the endpoint rewrites requests";
+      throw Error(ErrorCode::kRedirect, std::move(message));
+    }
+    if (t.too_large) {
+      std::string message = what + ": response ";
+      message +=
+          t.declared_length.empty() ? "exceeded" : "declares " + t.declared_length + " bytes, over";
+      message += " the cap of " + std::to_string(options.max_response_bytes) +
+                 " bytes; identity responses are small (a few kilobytes), so this is not an "
+                 "identity endpoint answering";
+      throw Error(ErrorCode::kResponseTooLarge, std::move(message));
+    }
+    if (t.pin_mismatch) {
+      throw Error(ErrorCode::kTls, what + ": certificate thumbprint " + t.presented_thumbprint +
+                                       " does not match IDENTITY_SERVER_THUMBPRINT " + t.pin);
+    }
+    if (rc != CURLE_OK) {
+      const ErrorCode code = classify(rc);
+      std::string message = what + " failed";
+      if (code == ErrorCode::kTimeout) {
+        message += " after " + std::to_string(elapsed.count()) + " ms (budget " +
+                   std::to_string(options.timeout.count()) + " ms)";
+      }
+      message += ": ";
+      message += curl_easy_strerror(rc);
+      if (error_buffer[0] != '\0') message += " (" + printable(error_buffer, 300) + ")";
+      message += "; " + next_step(code);
+      throw Error(code, std::move(message));
+    }
+
+    t.response.status = static_cast<int>(status);
+    log(LogLevel::kDebug, what + " -> " + std::to_string(status) + " (" +
+                              std::to_string(t.response.body.size()) + " bytes, " +
+                              std::to_string(elapsed.count()) + " ms, " +
+                              (connects > 0 ? "new connection)" : "reused connection)"));
+    return std::move(t.response);
+  }
+
+  [[nodiscard]] HttpClientStats stats() const override {
+    return {requests_.load(std::memory_order_relaxed),
+            connections_opened_.load(std::memory_order_relaxed)};
+  }
+
+ private:
+  // "host:port" of an absolute Location, "a path on the same host" for a relative one. Only the
+  // authority: a query could carry anything.
+  static std::string describe_location(const std::string& location) {
+    if (location.empty()) return {};
+    UrlPtr u(curl_url());
+    if (u && curl_url_set(u.get(), CURLUPART_URL, location.c_str(), 0) == CURLUE_OK) {
+      const std::string host = url_part(u.get(), CURLUPART_HOST);
+      const std::string port = url_part(u.get(), CURLUPART_PORT);
+      if (!host.empty()) return printable(host + (port.empty() ? "" : ":" + port), 120);
+    }
+    return "another path on the same host";
+  }
+
+  EasyPtr acquire() {
+    {
+      std::lock_guard lock(mutex_);
+      if (!idle_.empty()) {
+        EasyPtr h = std::move(idle_.back());
+        idle_.pop_back();
+        curl_easy_reset(h.get());  // options only: idle connections stay
+        return h;
+      }
+    }
+    EasyPtr h(curl_easy_init());
+    if (!h) throw std::bad_alloc();
+    return h;
+  }
+
+  void release(EasyPtr h) {
+    std::lock_guard lock(mutex_);
+    if (idle_.size() < kMaxIdleHandles) idle_.push_back(std::move(h));
+  }
+
+  std::mutex mutex_;
+  std::vector<EasyPtr> idle_;
+  std::atomic<std::uint64_t> requests_{0};
+  std::atomic<std::uint64_t> connections_opened_{0};
+};
+
+}  // namespace
+
+namespace http_detail {
+
+bool bypasses_proxy(std::string_view host_text) {
+  std::string host(host_text);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  if (const auto zone = host.find('%'); zone != std::string::npos) host.resize(zone);
+  std::string lower;
+  for (char c : host) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (lower == "localhost" || lower == "localhost." ||
+      (lower.size() > 10 && lower.ends_with(".localhost"))) {
+    return true;
+  }
+  unsigned char v4[4];
+  if (inet_pton(AF_INET, lower.c_str(), v4) == 1) {
+    return v4[0] == 127 || (v4[0] == 169 && v4[1] == 254);
+  }
+  unsigned char v6[16];
+  if (inet_pton(AF_INET6, lower.c_str(), v6) == 1) {
+    static constexpr unsigned char kLoopback[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+    if (std::memcmp(v6, kLoopback, 16) == 0) return true;
+    if (v6[0] == 0xfe && (v6[1] & 0xc0) == 0x80) return true;
+    // IPv4-mapped (::ffff:a.b.c.d)
+    static constexpr unsigned char kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (std::memcmp(v6, kMapped, 12) == 0) {
+      return v6[12] == 127 || (v6[12] == 169 && v6[13] == 254);
+    }
+  }
+  return false;
+}
+
+}  // namespace http_detail
+
+std::shared_ptr<HttpClient> make_curl_http_client() { return std::make_shared<CurlHttpClient>(); }
+
+std::shared_ptr<HttpClient> default_http_client() {
+  static auto* const instance = new std::shared_ptr<HttpClient>(make_curl_http_client());
+  return *instance;
+}
+
+std::optional<std::string> normalize_sha1_thumbprint(std::string_view text) {
+  std::string out;
+  for (char c : text) {
+    if (c == ':' || c == ' ') continue;
+    if (!std::isxdigit(static_cast<unsigned char>(c))) return std::nullopt;
+    out += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  }
+  if (out.size() != 40) return std::nullopt;
+  return out;
+}
+
+std::string url_encode(std::string_view value) {
+  global_init();
+  std::string out;
+  // curl_easy_escape takes an int length, and reads up to a NUL when it is 0: encode non-empty
+  // slices only.
+  constexpr std::size_t kSlice = 1u << 20;
+  for (std::size_t pos = 0; pos < value.size(); pos += kSlice) {
+    const auto part = value.substr(pos, kSlice);
+    CurlString escaped(curl_easy_escape(nullptr, part.data(), static_cast<int>(part.size())));
+    if (!escaped) throw std::bad_alloc();
+    out += escaped.get();
+  }
+  return out;
+}
+
+}  // namespace azkms
