@@ -3,11 +3,15 @@
 // Used by the tests, the benchmarks, `azkms demo`, and people developing off Azure.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "token_ledger.hpp"
@@ -44,6 +48,16 @@ struct Options {
   std::string msi_secret;
   // Azure Arc: where the emulator writes its challenge key files (a temp dir when empty).
   std::string arc_key_directory;
+
+  // Workload identity: the tenant in the token path (a fixed GUID when empty).
+  std::string tenant_id;
+  // Azure ML: the identity served when a request names none (DEFAULT_IDENTITY_CLIENT_ID on the
+  // platform). Empty: the system-assigned identity.
+  std::string azure_ml_default_client_id;
+  // Fixed ports per endpoint; endpoints not listed (or 0) get a free port.
+  std::map<Endpoint, int> ports;
+  // One line per notable event ("App Service: token issued to client id ..."). Never secrets.
+  std::function<void(std::string_view)> log;
 };
 
 std::vector<Identity> default_identities();
@@ -78,14 +92,37 @@ class Emulator {
   [[nodiscard]] TokenLedger& ledger();
   [[nodiscard]] const Options& options() const;
 
-  // Service Fabric's certificate: SHA-1 thumbprint (40 hex digits) and PEM.
+  // Service Fabric's certificate: SHA-1 thumbprint (40 uppercase hex digits) and PEM.
   [[nodiscard]] std::string service_fabric_thumbprint() const;
+  [[nodiscard]] std::string service_fabric_certificate_pem() const;
+
+  // The token endpoint's full URL (without query), e.g. http://127.0.0.1:40123/msi/token.
+  [[nodiscard]] std::string token_url(Endpoint endpoint) const;
+  // Tokens issued by one endpoint (the ledger counts all of them).
+  [[nodiscard]] std::uint64_t tokens_issued(Endpoint endpoint) const;
+  // Lifetime of the tokens issued from now on.
+  void set_token_lifetime(std::chrono::seconds lifetime);
+  // Where the Azure Arc endpoint writes its challenge key files.
+  [[nodiscard]] std::string arc_key_directory() const;
+  // The workload identity federated token (the client assertion the endpoint accepts).
+  [[nodiscard]] std::string federated_token() const;
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
 
+inline constexpr std::array<Endpoint, 8> kAllEndpoints = {
+    Endpoint::kImds,          Endpoint::kAppService,      Endpoint::kAppService2017,
+    Endpoint::kAzureMl,       Endpoint::kCloudShell,      Endpoint::kAzureArc,
+    Endpoint::kServiceFabric, Endpoint::kWorkloadIdentity};
+
+// Command-line name, the same as the library's source names: "imds", "app-service",
+// "app-service-2017", "azure-ml", "cloud-shell", "azure-arc", "service-fabric",
+// "workload-identity".
 std::string_view to_string(Endpoint endpoint) noexcept;
+// "IMDS", "App Service", ...
+std::string_view display_name(Endpoint endpoint) noexcept;
+std::optional<Endpoint> parse_endpoint(std::string_view name) noexcept;
 
 }  // namespace azkms::emulator

@@ -1,0 +1,222 @@
+#include "http_faults.hpp"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+namespace azkms::emulator {
+namespace {
+
+using namespace std::chrono_literals;
+
+int port_of(const sockaddr_storage& address) {
+  if (address.ss_family == AF_INET) {
+    return ntohs(reinterpret_cast<const sockaddr_in&>(address).sin_port);
+  }
+  if (address.ss_family == AF_INET6) {
+    return ntohs(reinterpret_cast<const sockaddr_in6&>(address).sin6_port);
+  }
+  return -1;
+}
+
+// httplib does not hand its socket to handlers. The server side of a connection is the one
+// descriptor whose local port is the request's local port and whose peer port is the request's
+// remote port (a client in the same process has them the other way round).
+int find_connection_fd(int local_port, int remote_port) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+    const std::string name = entry.path().filename().string();
+    int fd = -1;
+    if (std::from_chars(name.data(), name.data() + name.size(), fd).ec != std::errc{}) continue;
+    sockaddr_storage local{};
+    socklen_t length = sizeof(local);
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length) != 0) continue;
+    if (port_of(local) != local_port) continue;
+    sockaddr_storage peer{};
+    length = sizeof(peer);
+    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &length) != 0) continue;
+    if (port_of(peer) != remote_port) continue;
+    return fd;
+  }
+  return -1;
+}
+
+void abort_connection(int local_port, int remote_port, bool reset) {
+  const int fd = find_connection_fd(local_port, remote_port);
+  if (fd < 0) return;
+  if (reset) {
+    const linger hard{1, 0};  // close() then sends RST instead of FIN
+    ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &hard, sizeof(hard));
+  } else {
+    ::shutdown(fd, SHUT_RDWR);
+  }
+  // Replace the socket by /dev/null under the same descriptor number: the socket is closed now
+  // (sending the RST), while httplib, which still owns the number, closes a harmless file later
+  // and no other thread can be handed the number in between.
+  const int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (null_fd >= 0) {
+    ::dup2(null_fd, fd);
+    ::close(null_fd);
+  }
+}
+
+void set_status_fault(httplib::Response& res, int status) {
+  switch (status) {
+    case 400:
+      set_json_error(res, 400, "invalid_request", "Bad request (injected fault)");
+      break;
+    case 404:
+      set_json_error(res, 404, "not_found", "The identity endpoint is updating (injected fault)");
+      break;
+    case 408:
+      set_json_error(res, 408, "request_timeout", "Request timed out (injected fault)");
+      break;
+    case 410:
+      set_json_error(res, 410, "gone", "The identity endpoint is updating (injected fault)");
+      break;
+    case 429:
+      set_json_error(res, 429, "too_many_requests", "Too many requests (injected fault)");
+      res.set_header("Retry-After", "1");
+      break;
+    case 502:
+      set_json_error(res, 502, "bad_gateway", "Bad gateway (injected fault)");
+      break;
+    case 503:
+      set_json_error(res, 503, "service_unavailable", "Service unavailable (injected fault)");
+      break;
+    case 504:
+      set_json_error(res, 504, "gateway_timeout", "Gateway timeout (injected fault)");
+      break;
+    default:
+      set_json_error(res, status, "server_error", "Internal server error (injected fault)");
+      break;
+  }
+}
+
+constexpr std::size_t kGiantSize = std::size_t{24} << 20;
+constexpr std::string_view kGiantPrefix = R"({"access_token":"giant","padding":")";
+constexpr std::string_view kGiantSuffix = R"("})";
+
+}  // namespace
+
+void set_json_error(httplib::Response& res, int status, std::string_view error,
+                    std::string_view description) {
+  res.status = status;
+  nlohmann::json body = {{"error", error}, {"error_description", description}};
+  res.set_content(body.dump(), "application/json");
+}
+
+void abort_connection(const httplib::Request& req, bool reset) {
+  abort_connection(req.local_port, req.remote_port, reset);
+}
+
+bool apply_transport_fault(std::string_view fault, const httplib::Request& req,
+                           httplib::Response& res, const TransportFaultContext& context) {
+  StopSignal* stop = context.stop;
+  if (fault == "empty-json") {
+    res.status = 200;
+    res.set_content("{}", "application/json");
+  } else if (fault == "bad-json") {
+    res.status = 200;
+    res.set_content(R"({"key": })", "application/json");
+  } else if (fault == "truncated") {
+    res.status = 200;
+    res.set_content(R"({"access_token":"abc)", "application/json");
+  } else if (fault == "html") {
+    res.status = 200;
+    res.set_content(
+        "<!DOCTYPE html>\n<html><head><title>Welcome</title></head>"
+        "<body><h1>It works!</h1><p>This is not an identity endpoint.</p></body></html>\n",
+        "text/html; charset=utf-8");
+  } else if (fault == "xml") {
+    res.status = 200;
+    res.set_content(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>AuthenticationFailed</Code>"
+        "<Message>Server failed to authenticate the request.</Message></Error>",
+        "application/xml");
+  } else if (fault == "missing-token") {
+    res.status = 200;
+    res.set_content(R"({"expires_in":"3599"})", "application/json");
+  } else if (fault == "non-string-token") {
+    res.status = 200;
+    res.set_content(R"({"access_token":12,"expires_in":"3599","token_type":"Bearer"})",
+                    "application/json");
+  } else if (fault == "bad-expiry") {
+    res.status = 200;
+    res.set_content(R"({"access_token":"x","expires_on":"tomorrow"})", "application/json");
+  } else if (fault == "400" || fault == "404" || fault == "408" || fault == "410" ||
+             fault == "429" || fault == "500" || fault == "502" || fault == "503" ||
+             fault == "504") {
+    set_status_fault(res, std::stoi(std::string(fault)));
+  } else if (fault == "redirect") {
+    res.set_redirect(context.redirect_location, 302);
+    res.set_content(R"({"error":"moved","error_description":"see Location"})", "application/json");
+  } else if (fault == "slow") {
+    res.status = 200;
+    res.set_chunked_content_provider("application/json",
+                                     [stop](std::size_t offset, httplib::DataSink& sink) {
+                                       if (offset == 0) {
+                                         constexpr std::string_view kFirst = R"(["slow")";
+                                         return sink.write(kFirst.data(), kFirst.size());
+                                       }
+                                       // One element a second until the client goes away or the
+                                       // server stops.
+                                       if (!stop->sleep_for(1s)) return false;
+                                       constexpr std::string_view kNext = R"(,"slow")";
+                                       return sink.write(kNext.data(), kNext.size());
+                                     });
+  } else if (fault == "giant") {
+    res.status = 200;
+    res.set_content_provider(
+        kGiantSize, "application/json",
+        [stop](std::size_t offset, std::size_t length, httplib::DataSink& sink) {
+          if (stop->triggered()) return false;
+          std::string chunk(std::min<std::size_t>(length, 64 * 1024), 'a');
+          for (std::size_t i = 0; i < chunk.size(); ++i) {
+            const std::size_t at = offset + i;
+            if (at < kGiantPrefix.size()) {
+              chunk[i] = kGiantPrefix[at];
+            } else if (at >= kGiantSize - kGiantSuffix.size()) {
+              chunk[i] = kGiantSuffix[at - (kGiantSize - kGiantSuffix.size())];
+            }
+          }
+          return sink.write(chunk.data(), chunk.size());
+        });
+  } else if (fault == "reset") {
+    res.status = 200;
+    const int local_port = req.local_port;
+    const int remote_port = req.remote_port;
+    static const std::string kBody =
+        R"({"access_token":"reset-before-the-end","expires_in":"3599","token_type":"Bearer",)"
+        R"("resource":"https://vault.azure.net","padding":")" +
+        std::string(128, 'r') + R"("})";
+    res.set_content_provider(
+        kBody.size(), "application/json",
+        [local_port, remote_port](std::size_t offset, std::size_t, httplib::DataSink& sink) {
+          if (offset == 0) {
+            sink.write(kBody.data(), kBody.size() / 3);
+            // Give the first part a moment on the wire, so clients see a body cut short
+            // rather than only a refused exchange.
+            std::this_thread::sleep_for(20ms);
+            abort_connection(local_port, remote_port, true);
+            return false;
+          }
+          return false;
+        });
+  } else if (fault == "close") {
+    abort_connection(req, false);
+    res.status = 500;
+    res.set_content("", "text/plain");
+  } else {
+    return false;
+  }
+  return true;
+}
+
+}  // namespace azkms::emulator
