@@ -1,0 +1,199 @@
+// azkms-emulator: every Azure identity endpoint on loopback, for local development and tests.
+// Runs until SIGINT or SIGTERM.
+#include <pthread.h>
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <ctime>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "emulator.hpp"
+#include "faults.hpp"
+
+namespace {
+
+using azkms::emulator::Emulator;
+using azkms::emulator::Endpoint;
+
+std::string timestamp() {
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  char buffer[32];
+  std::strftime(buffer, sizeof(buffer), "%H:%M:%S", &utc);
+  return buffer;
+}
+
+// Single quotes keep the shell from expanding anything in a value.
+std::string shell_quote(const std::string& value) {
+  std::string out = "'";
+  for (char c : value) {
+    if (c == '\'') {
+      out += "'\\''";
+    } else {
+      out += c;
+    }
+  }
+  return out + "'";
+}
+
+void print_env(const Emulator& emulator, Endpoint endpoint) {
+  std::cout << "# " << azkms::emulator::display_name(endpoint) << " (--source "
+            << azkms::emulator::to_string(endpoint) << ")\n";
+  for (const auto& [name, value] : emulator.client_environment(endpoint)) {
+    std::cout << "export " << name << "=" << shell_quote(value) << "\n";
+  }
+}
+
+nlohmann::json describe(const Emulator& emulator) {
+  nlohmann::json endpoints = nlohmann::json::object();
+  for (Endpoint endpoint : azkms::emulator::kAllEndpoints) {
+    endpoints[std::string(azkms::emulator::to_string(endpoint))] = {
+        {"port", emulator.port(endpoint)},
+        {"base_url", emulator.base_url(endpoint)},
+        {"token_url", emulator.token_url(endpoint)}};
+  }
+  nlohmann::json identities = nlohmann::json::array();
+  for (const auto& identity : emulator.options().identities) {
+    identities.push_back({{"system_assigned", identity.system_assigned},
+                          {"client_id", identity.client_id},
+                          {"object_id", identity.object_id},
+                          {"resource_id", identity.resource_id}});
+  }
+  return {{"endpoints", endpoints},
+          {"identities", identities},
+          {"service_fabric_thumbprint", emulator.service_fabric_thumbprint()},
+          {"arc_key_directory", emulator.arc_key_directory()},
+          {"tenant_id", emulator.options().tenant_id}};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "azkms-emulator: local stand-ins for the Azure managed identity endpoints (IMDS, App "
+      "Service, App Service 2017, Azure ML, Cloud Shell, Azure Arc, Service Fabric, workload "
+      "identity), each on its own loopback port. Runs until interrupted."};
+  std::string host = "127.0.0.1";
+  long long lifetime_seconds = 3600;
+  long long delay_ms = 0;
+  std::string print_env_for;
+  bool json_output = false;
+  bool quiet = false;
+  bool list_faults = false;
+  std::vector<std::string> port_options;
+  std::string identity_header;
+  std::string msi_secret;
+  std::string arc_key_directory;
+  std::string ml_default_client_id;
+
+  app.add_option("--host", host, "Loopback address to bind: 127.0.0.1 or ::1")
+      ->check(CLI::IsMember({"127.0.0.1", "::1"}));
+  app.add_option("--token-lifetime", lifetime_seconds, "Lifetime of issued tokens, in seconds")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--delay-ms", delay_ms, "Delay before every answer, in milliseconds")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--print-env", print_env_for,
+                 "Print `export VAR=value` lines (secrets included) that make a client target "
+                 "one endpoint (imds, app-service, app-service-2017, azure-ml, cloud-shell, "
+                 "azure-arc, service-fabric, workload-identity) or all of them");
+  app.add_flag("--json", json_output, "Print ports, URLs and identities as one JSON line");
+  app.add_option("--port", port_options, "Fixed port for an endpoint, e.g. --port imds=8080")
+      ->type_name("NAME=PORT");
+  app.add_option("--identity-header", identity_header,
+                 "IDENTITY_HEADER value App Service and Service Fabric demand (random if unset)");
+  app.add_option("--msi-secret", msi_secret,
+                 "MSI_SECRET value App Service 2017 and Azure ML demand (random if unset)");
+  app.add_option("--arc-key-dir", arc_key_directory,
+                 "Directory for Azure Arc challenge key files (a temporary one if unset)");
+  app.add_option("--azure-ml-default-client-id", ml_default_client_id,
+                 "Identity Azure ML serves when a request names none");
+  app.add_flag("--quiet", quiet, "Do not log requests to stderr");
+  app.add_flag("--list-faults", list_faults,
+               "List the fault cases (X-MongoDB-HTTP-TestParams: case=<name>) and exit");
+  CLI11_PARSE(app, argc, argv);
+
+  if (list_faults) {
+    for (const auto& fault : azkms::emulator::fault_cases()) {
+      std::cout << fault.name << "\t" << fault.description << "\n";
+    }
+    return 0;
+  }
+
+  azkms::emulator::Options options;
+  options.host = host;
+  options.token_lifetime = std::chrono::seconds(lifetime_seconds);
+  options.response_delay = std::chrono::milliseconds(delay_ms);
+  options.identity_header = identity_header;
+  options.msi_secret = msi_secret;
+  options.arc_key_directory = arc_key_directory;
+  options.azure_ml_default_client_id = ml_default_client_id;
+  for (const auto& entry : port_options) {
+    const auto equals = entry.find('=');
+    const auto endpoint = azkms::emulator::parse_endpoint(entry.substr(0, equals));
+    int port = -1;
+    if (equals != std::string::npos) {
+      try {
+        port = std::stoi(entry.substr(equals + 1));
+      } catch (const std::exception&) {
+        port = -1;
+      }
+    }
+    if (!endpoint || port < 0 || port > 65535) {
+      std::cerr << "azkms-emulator: --port expects NAME=PORT (e.g. imds=8080), got '" << entry
+                << "'\n";
+      return 2;
+    }
+    options.ports[*endpoint] = port;
+  }
+  if (!quiet) {
+    options.log = [](std::string_view line) { std::cerr << timestamp() << " " << line << "\n"; };
+  }
+
+  std::optional<Endpoint> env_endpoint;
+  if (!print_env_for.empty() && print_env_for != "all") {
+    env_endpoint = azkms::emulator::parse_endpoint(print_env_for);
+    if (!env_endpoint) {
+      std::cerr << "azkms-emulator: --print-env expects an endpoint name or 'all', got '"
+                << print_env_for << "'\n";
+      return 2;
+    }
+  }
+
+  // The server threads inherit this mask, so only sigwait() below sees the signals.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  try {
+    Emulator emulator(options);
+    emulator.start();
+    if (json_output) {
+      std::cout << describe(emulator).dump() << std::endl;
+    } else if (print_env_for.empty()) {
+      std::cout << "azkms-emulator listening on " << host << ":\n";
+      for (Endpoint endpoint : azkms::emulator::kAllEndpoints) {
+        std::cout << "  " << azkms::emulator::to_string(endpoint) << "\t"
+                  << emulator.token_url(endpoint) << "\n";
+      }
+      std::cout << "Use --print-env <endpoint|all> for the variables a client needs.\n";
+    }
+    if (env_endpoint) {
+      print_env(emulator, *env_endpoint);
+    } else if (print_env_for == "all") {
+      for (Endpoint endpoint : azkms::emulator::kAllEndpoints) print_env(emulator, endpoint);
+    }
+    std::cout.flush();
+
+    int received = 0;
+    sigwait(&signals, &received);
+    if (!quiet) std::cerr << timestamp() << " stopping (signal " << received << ")\n";
+    emulator.stop();
+  } catch (const std::exception& e) {
+    std::cerr << "azkms-emulator: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
