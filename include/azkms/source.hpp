@@ -56,6 +56,9 @@ struct SourceContext {
   std::shared_ptr<Clock> clock;
   std::chrono::milliseconds attempt_timeout{10'000};
   AttemptObserver on_attempt;  // optional
+  // Replaces the source's own retry policy when set (e.g. RetryPolicy::no_retries() to see
+  // every first answer as it is, as the MongoDB drivers' IMDS tests expect).
+  std::optional<RetryPolicy> retry_policy;
 
   // Fills empty members with the defaults.
   [[nodiscard]] SourceContext with_defaults() const;
@@ -82,11 +85,24 @@ class HttpTokenSource : public TokenSource {
  protected:
   // One attempt on the wire. Azure Arc overrides it to answer the 401 challenge.
   virtual HttpResponse exchange(const HttpRequest& request, const HttpOptions& options);
-  // Turns a 200 response into a token. Default: parse_token_response() and the identity check.
+  // Turns a 200 response into a token. Default: parse_token_response() with `sent_at` (when
+  // the answered request was sent: the expiry clock starts there) and the identity check.
   [[nodiscard]] virtual AccessToken parse_response(const HttpResponse& response,
-                                                   const TokenRequest& request) const;
+                                                   const TokenRequest& request,
+                                                   SystemTime sent_at) const;
   // Secrets this source sends; redacted from any excerpt that reaches an error.
   [[nodiscard]] virtual std::vector<std::string_view> secrets() const { return {}; }
+  // Secrets carried by one built request: by default the values of its sensitive headers.
+  // A source that puts a secret in the body (workload identity's client assertion) adds it.
+  [[nodiscard]] virtual std::vector<std::string> request_secrets(const HttpRequest& request) const;
+  // What a person should do about a non-200 answer ("check that IDENTITY_HEADER is
+  // current"); empty when there is nothing specific to say.
+  [[nodiscard]] virtual std::string status_hint(int status) const;
+  // Why this source supports only the selectors it does, appended to kUnsupportedSelector.
+  [[nodiscard]] virtual std::string selector_note() const { return {}; }
+  // The client id the response must name when it names one: the requested client id, or the
+  // one a source sends by default (Azure ML's DEFAULT_IDENTITY_CLIENT_ID). Empty: no check.
+  [[nodiscard]] virtual std::string expected_client_id(const TokenRequest& request) const;
   // Throws kUnsupportedSelector naming the source and what it does support.
   void check_selector(const TokenRequest& request) const;
   // Builds an Error naming this source and endpoint.

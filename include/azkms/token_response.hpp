@@ -13,8 +13,11 @@ namespace azkms {
 // Parses a token response body. `now` is the time the request was sent (the MongoDB
 // specification starts the expiry clock before the request). Rules:
 // - the body must be a JSON object with a non-empty string `access_token`;
-// - expiry from `expires_on` (epoch number or string, or a date string) or else
-//   `expires_in` (number or numeric string); neither is an error;
+// - expiry from `expires_in` (number or numeric string) counted from `now`, or else from
+//   `expires_on` (epoch number or string, or a date string); neither is an error, and so is
+//   either one present but unreadable. expires_in wins because it does not depend on the
+//   endpoint's clock agreeing with ours;
+// - `token_type`, `resource` and `client_id`, when present, must be strings;
 // - `refresh_in` (number or numeric string), when present, sets refresh_on;
 // - an HTML or XML body is reported as such.
 // Throws ErrorCode::kMalformedResponse with a message that never includes the token.

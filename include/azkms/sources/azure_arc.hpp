@@ -1,0 +1,41 @@
+// Azure Arc-enabled servers: options for building the source from code.
+//
+// The Arc agent answers the first request with 401 and `WWW-Authenticate: Basic
+// realm=<key file>`; the client proves it may read that file (root or the himds group) by
+// sending its contents back. Because the path comes from the endpoint, it is never trusted: the
+// file must sit directly in `key_directory`, be named *.key, be a regular file of at most 4096
+// bytes (checked before it is read), and its path is rebuilt from `key_directory` and the base
+// name. One challenge per attempt: a second 401 is an error, never a loop.
+//
+// Only the system-assigned identity is supported, and selectors are refused before any
+// request: an Arc-enabled server has exactly one identity, the system-assigned one, and public
+// clients disagree on whether the agent honours selectors at all. Sending one and trusting the
+// answer could hand back a token for an identity nobody asked for.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "azkms/source.hpp"
+
+namespace azkms {
+
+inline constexpr std::string_view kArcDefaultEndpoint =
+    "http://localhost:40342/metadata/identity/oauth2/token";
+inline constexpr std::string_view kArcDefaultKeyDirectory = "/var/opt/azcmagent/tokens";
+
+struct ArcOptions {
+  std::string endpoint{kArcDefaultEndpoint};
+  // Where challenge key files must be. Trusted configuration, never endpoint input: set it
+  // from code, or through AZKMS_ARC_TOKEN_DIRECTORY when detecting (meant for development
+  // against the local emulator, which writes its key files to a temporary directory).
+  std::string key_directory{kArcDefaultKeyDirectory};
+};
+
+// Throws ErrorCode::kConfiguration when the endpoint is not an http(s) URL or the directory is
+// not an absolute path.
+std::shared_ptr<HttpTokenSource> make_azure_arc_source(ArcOptions options,
+                                                       SourceContext context = {});
+
+}  // namespace azkms

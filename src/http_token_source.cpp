@@ -1,0 +1,224 @@
+// HttpTokenSource: what every identity-endpoint source shares, so that no source repeats it.
+// A source says what its request looks like; this file checks the selector, runs the retry
+// loop, turns a non-200 answer into an Error a person can act on, parses the body and checks
+// that the token is for the identity that was asked for.
+#include <algorithm>
+#include <cctype>
+#include <nlohmann/json.hpp>
+
+#include "azkms/log.hpp"
+#include "azkms/secret.hpp"
+#include "azkms/source.hpp"
+#include "azkms/token_response.hpp"
+
+namespace azkms {
+namespace {
+
+bool iequals(std::string_view a, std::string_view b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
+    return std::tolower(static_cast<unsigned char>(x)) ==
+           std::tolower(static_cast<unsigned char>(y));
+  });
+}
+
+std::string supported_list(std::uint8_t set) {
+  std::string text;
+  for (auto kind : {IdentitySelector::Kind::kSystemAssigned, IdentitySelector::Kind::kClientId,
+                    IdentitySelector::Kind::kObjectId, IdentitySelector::Kind::kResourceId}) {
+    if (!supports(set, kind)) continue;
+    if (!text.empty()) text += ", ";
+    text += to_string(kind);
+  }
+  return text.empty() ? std::string("none") : text;
+}
+
+// The `error` code of an OAuth-style error body ({"error": "invalid_request", ...}), which is
+// stable; the description is not, and may echo input, so it stays in the redacted excerpt.
+std::string oauth_error_code(std::string_view body) {
+  auto json = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (!json.is_object()) return {};
+  auto it = json.find("error");
+  if (it == json.end()) return {};
+  if (it->is_string()) return body_excerpt(it->get<std::string>(), 64);
+  if (it->is_object()) {
+    auto code = it->find("code");
+    if (code != it->end() && code->is_string()) return body_excerpt(code->get<std::string>(), 64);
+  }
+  return {};
+}
+
+std::shared_ptr<HttpClient> shared_http_client() {
+  // One client for every source in the process, so that connections are reused.
+  static const std::shared_ptr<HttpClient> client = make_curl_http_client();
+  return client;
+}
+
+}  // namespace
+
+SourceContext SourceContext::with_defaults() const {
+  SourceContext filled = *this;
+  if (!filled.http) filled.http = shared_http_client();
+  if (!filled.clock) filled.clock = Clock::system();
+  if (filled.attempt_timeout <= std::chrono::milliseconds{0}) {
+    filled.attempt_timeout = std::chrono::milliseconds{10'000};
+  }
+  return filled;
+}
+
+HttpTokenSource::HttpTokenSource(SourceContext context) : context_(context.with_defaults()) {}
+
+RetryPolicy HttpTokenSource::retry_policy() const { return RetryPolicy::identity_endpoint(); }
+
+HttpOptions HttpTokenSource::http_options() const { return HttpOptions{}; }
+
+HttpResponse HttpTokenSource::exchange(const HttpRequest& request, const HttpOptions& options) {
+  return context_.http->send(request, options);
+}
+
+std::vector<std::string> HttpTokenSource::request_secrets(const HttpRequest& request) const {
+  std::vector<std::string> found;
+  for (const auto& header : request.headers) {
+    if (header.sensitive && !header.value.empty()) found.push_back(header.value);
+  }
+  return found;
+}
+
+std::string HttpTokenSource::status_hint(int status) const {
+  switch (status) {
+    case 400:
+      return "check the resource and the identity selector; is the identity assigned to this "
+             "resource?";
+    case 401:
+    case 403:
+      return "the endpoint refused the request's credentials";
+    case 404:
+      return "check the endpoint URL; is a managed identity enabled for this resource?";
+    case 408:
+    case 504:
+      return "the identity endpoint timed out; try again later";
+    case 429:
+      return "the identity endpoint is throttling: cache tokens instead of fetching one per "
+             "operation, and try again later";
+    default:
+      if (status >= 500) return "the identity endpoint failed; try again later";
+      if (status >= 300 && status < 400) return "identity endpoints never redirect";
+      return {};
+  }
+}
+
+std::string HttpTokenSource::expected_client_id(const TokenRequest& request) const {
+  if (request.identity.kind() == IdentitySelector::Kind::kClientId) {
+    return request.identity.value();
+  }
+  return {};
+}
+
+void HttpTokenSource::check_selector(const TokenRequest& request) const {
+  const auto kind = request.identity.kind();
+  if (kind != IdentitySelector::Kind::kSystemAssigned && request.identity.value().empty()) {
+    throw make_error(ErrorCode::kConfiguration,
+                     "an empty " + std::string(to_string(kind)) +
+                         " was given: name the user-assigned identity, or ask for the "
+                         "system-assigned one");
+  }
+  if (supports(supported_selectors(), kind)) return;
+  std::string message = "cannot select a managed identity by " + std::string(to_string(kind)) +
+                        "; this source supports: " + supported_list(supported_selectors());
+  if (auto note = selector_note(); !note.empty()) message += " (" + note + ")";
+  throw make_error(ErrorCode::kUnsupportedSelector, std::move(message));
+}
+
+Error HttpTokenSource::make_error(ErrorCode code, std::string message) const {
+  Error error(code, std::move(message));
+  error.with_source(name()).with_endpoint(endpoint());
+  return error;
+}
+
+AccessToken HttpTokenSource::parse_response(const HttpResponse& response,
+                                            const TokenRequest& request, SystemTime sent_at) const {
+  AccessToken token = parse_token_response(response.body, sent_at);
+  if (token.resource.empty()) token.resource = request.resource;
+  const std::string expected = expected_client_id(request);
+  if (!expected.empty() && !token.client_id.empty() && !iequals(expected, token.client_id)) {
+    throw make_error(ErrorCode::kIdentityMismatch,
+                     "asked for the identity with client id " + expected +
+                         " but the token is for client id " + body_excerpt(token.client_id, 64) +
+                         "; check that this identity is assigned to the resource (the endpoint "
+                         "may fall back to another identity)");
+  }
+  return token;
+}
+
+AccessToken HttpTokenSource::fetch(const TokenRequest& request, Deadline deadline) {
+  check_selector(request);
+  const HttpRequest http_request = build_request(request);
+  const HttpOptions base_options = http_options();
+  const RetryPolicy policy = context_.retry_policy.value_or(retry_policy());
+
+  std::vector<std::string> redactions = request_secrets(http_request);
+  for (auto secret : secrets()) {
+    if (!secret.empty()) redactions.emplace_back(secret);
+  }
+  auto scrub = [&redactions](std::string text) {
+    for (const auto& secret : redactions) text = redact(std::move(text), {secret});
+    return text;
+  };
+
+  SystemTime sent_at = clock().now();
+  int attempts = 0;
+  HttpResponse response;
+  try {
+    response = run_with_retries(
+        policy, clock(), deadline, context_.attempt_timeout,
+        [&](std::chrono::milliseconds budget) {
+          HttpOptions options = base_options;
+          options.timeout = budget;
+          sent_at = clock().now();
+          return exchange(http_request, options);
+        },
+        &attempts, context_.on_attempt);
+  } catch (Error& error) {
+    if (error.source().empty()) error.with_source(name());
+    if (error.endpoint().empty()) error.with_endpoint(endpoint());
+    if (error.attempts() == 0) error.with_attempts(attempts);
+    throw;
+  }
+
+  if (response.status != 200) {
+    const std::string body = scrub(response.body);
+    std::string message = "answered HTTP " + std::to_string(response.status);
+    if (auto code = oauth_error_code(body); !code.empty()) message += " (error " + code + ")";
+    const std::string excerpt = body_excerpt(body);
+    message += excerpt.empty() ? std::string(" with an empty body") : ": " + excerpt;
+    if (auto hint = status_hint(response.status); !hint.empty()) message += "; " + hint;
+    Error error = make_error(ErrorCode::kHttpStatus, std::move(message));
+    error.with_http_status(response.status).with_attempts(attempts);
+    if (auto retry_after = response.header("Retry-After")) {
+      if (auto seconds = parse_seconds(*retry_after)) {
+        error.with_retry_after(static_cast<int>(std::min<long long>(*seconds, 86'400)));
+      }
+    }
+    throw error;
+  }
+
+  AccessToken token;
+  try {
+    token = parse_response(response, request, sent_at);
+  } catch (Error& error) {
+    if (!error.source().empty()) {  // already names this source (identity mismatch)
+      error.with_http_status(response.status).with_attempts(attempts);
+      throw;
+    }
+    // The parser's message never holds the token; redact the source's own secrets too, in
+    // case the endpoint echoed one back.
+    Error wrapped = make_error(error.code(), scrub(error.what()));
+    wrapped.with_http_status(response.status).with_attempts(attempts);
+    throw wrapped;
+  }
+  token.source = name();
+  log(LogLevel::kDebug, name() + ": token for " + token.resource + " after " +
+                            std::to_string(attempts) + " attempt(s)");
+  return token;
+}
+
+}  // namespace azkms

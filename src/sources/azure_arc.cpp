@@ -1,0 +1,307 @@
+// Azure Arc-enabled servers: the local agent (himds), with its 401 challenge.
+//
+// GET {endpoint}?api-version=2020-06-01&resource=..., header Metadata: true. The agent answers
+// 401 with `WWW-Authenticate: Basic realm=<path of a key file>`; the same request is sent
+// again with `Authorization: Basic <file contents>`. See include/azkms/sources/azure_arc.hpp
+// for why the path is checked as it is and why only the system-assigned identity is offered.
+#include "azkms/sources/azure_arc.hpp"
+
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "azkms/token_response.hpp"
+#include "sources/common.hpp"
+#include "sources/registry.hpp"
+
+namespace azkms::sources {
+namespace {
+
+constexpr std::size_t kMaxKeyBytes = 4096;
+
+std::string_view trim(std::string_view text) {
+  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
+  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
+  return text;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
+    return std::tolower(static_cast<unsigned char>(x)) ==
+           std::tolower(static_cast<unsigned char>(y));
+  });
+}
+
+class FileDescriptor {
+ public:
+  explicit FileDescriptor(int fd) : fd_(fd) {}
+  ~FileDescriptor() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  FileDescriptor(const FileDescriptor&) = delete;
+  FileDescriptor& operator=(const FileDescriptor&) = delete;
+  [[nodiscard]] int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+class AzureArcSource final : public HttpTokenSource {
+ public:
+  AzureArcSource(std::string endpoint, std::string key_directory, SourceContext context)
+      : HttpTokenSource(std::move(context)),
+        endpoint_(std::move(endpoint)),
+        key_directory_(std::move(key_directory)) {}
+
+  [[nodiscard]] SourceKind kind() const override { return SourceKind::kAzureArc; }
+  [[nodiscard]] std::string endpoint() const override { return endpoint_; }
+  [[nodiscard]] std::uint8_t supported_selectors() const override {
+    return kSupportsSystemAssigned;
+  }
+
+  [[nodiscard]] HttpRequest build_request(const TokenRequest& request) const override {
+    check_selector(request);
+    const std::string resource = resource_of(request);
+    HttpRequest http;
+    http.method = "GET";
+    http.url = with_query(endpoint_, {{"api-version", "2020-06-01"}, {"resource", resource}});
+    http.headers.push_back({"Metadata", "true"});
+    return http;
+  }
+
+ protected:
+  HttpResponse exchange(const HttpRequest& request, const HttpOptions& options) override {
+    const SteadyTime started = clock().steady_now();
+    HttpResponse first = HttpTokenSource::exchange(request, options);
+    if (first.status != 401) return first;
+
+    const auto challenge = first.header("WWW-Authenticate");
+    if (!challenge) {
+      throw make_error(ErrorCode::kArcChallenge,
+                       "answered 401 without a WWW-Authenticate header; is this the Azure "
+                       "Connected Machine agent?");
+    }
+    const std::string key_path = checked_key_path(*challenge);
+    Secret key = read_key_file(key_path);
+
+    const auto spent =
+        std::chrono::duration_cast<std::chrono::milliseconds>(clock().steady_now() - started);
+    HttpOptions second_options = options;
+    second_options.timeout = options.timeout - spent;
+    if (second_options.timeout < std::chrono::milliseconds{1}) {
+      throw make_error(ErrorCode::kTimeout, "no time left in this attempt to answer the challenge");
+    }
+
+    HttpRequest answer = request;
+    answer.headers.push_back({"Authorization", "Basic " + key.reveal(), /*sensitive=*/true});
+    HttpResponse second;
+    try {
+      second = HttpTokenSource::exchange(answer, second_options);
+    } catch (...) {
+      wipe(answer);
+      throw;
+    }
+    wipe(answer);
+    if (second.status != 200) second.body = redact(std::move(second.body), {key.reveal()});
+    if (second.status == 401) {
+      // Bounded on purpose: one public client loops forever on an agent that keeps asking.
+      throw make_error(ErrorCode::kArcChallenge,
+                       "answered 401 again after the challenge was answered with the key file " +
+                           key_path +
+                           "; the agent refused it (is the agent healthy? restart "
+                           "himds)");
+    }
+    return second;
+  }
+
+  [[nodiscard]] std::string selector_note() const override {
+    return "an Arc-enabled server has only its system-assigned identity";
+  }
+
+  [[nodiscard]] std::string status_hint(int status) const override {
+    if (status == 400) {
+      return "check the resource; is the server connected to Azure Arc with its identity?";
+    }
+    if (status == 404)
+      return "check IDENTITY_ENDPOINT; is the Azure Connected Machine agent "
+             "running?";
+    return HttpTokenSource::status_hint(status);
+  }
+
+ private:
+  static void wipe(HttpRequest& request) {
+    for (auto& header : request.headers) {
+      if (header.sensitive && !header.value.empty()) {
+        OPENSSL_cleanse(header.value.data(), header.value.size());
+      }
+    }
+  }
+
+  // Validates the realm before anything is read: returns key_directory_/<base name>.
+  [[nodiscard]] std::string checked_key_path(const std::string& challenge) const {
+    const std::string shown = body_excerpt(challenge, 160);
+    const auto equals = challenge.find('=');
+    if (equals == std::string::npos || challenge.find('=', equals + 1) != std::string::npos) {
+      throw make_error(ErrorCode::kArcChallenge,
+                       "answered 401 with WWW-Authenticate \"" + shown +
+                           "\", which is not of the form \"Basic realm=<path>\"");
+    }
+    const auto scheme = trim(std::string_view(challenge).substr(0, equals));
+    auto realm = trim(std::string_view(challenge).substr(equals + 1));
+    if (realm.size() >= 2 && realm.front() == '"' && realm.back() == '"') {
+      realm = realm.substr(1, realm.size() - 2);
+    }
+    if (!iequals(scheme, "Basic realm") || realm.empty()) {
+      throw make_error(ErrorCode::kArcChallenge,
+                       "answered 401 with WWW-Authenticate \"" + shown +
+                           "\", which is not of the form \"Basic realm=<path>\"");
+    }
+    const std::filesystem::path path{std::string(realm)};
+    const std::string name = path.filename().string();
+    const bool in_directory = path.is_absolute() && path.parent_path() == key_directory_;
+    const bool named_key =
+        name.size() > 4 && name.ends_with(".key") && name.find('\0') == std::string::npos;
+    if (!in_directory || !named_key) {
+      throw make_error(ErrorCode::kArcChallenge, "refused the challenge's key file \"" +
+                                                     body_excerpt(realm, 160) +
+                                                     "\": it must be a *.key file directly in " +
+                                                     key_directory_ + " (the file was not read)");
+    }
+    return (std::filesystem::path(key_directory_) / name).string();
+  }
+
+  // Reads the key file after checking, without following links, that it is a regular file of
+  // at most 4096 bytes.
+  [[nodiscard]] Secret read_key_file(const std::string& path) const {
+    struct stat before {};
+    if (::lstat(path.c_str(), &before) != 0) {
+      throw make_error(ErrorCode::kArcChallenge, "cannot find the challenge's key file " + path +
+                                                     ": " + std::strerror(errno));
+    }
+    if (!S_ISREG(before.st_mode)) {
+      throw make_error(ErrorCode::kArcChallenge, "refused the challenge's key file " + path +
+                                                     ": not a regular file (the file was not "
+                                                     "read)");
+    }
+    if (static_cast<std::size_t>(before.st_size) > kMaxKeyBytes) {
+      throw make_error(ErrorCode::kArcChallenge, "refused the challenge's key file " + path + ": " +
+                                                     std::to_string(before.st_size) +
+                                                     " bytes, more than the " +
+                                                     std::to_string(kMaxKeyBytes) +
+                                                     " a key may have (the file was not "
+                                                     "read)");
+    }
+    FileDescriptor fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    if (fd.get() < 0) {
+      throw make_error(ErrorCode::kArcChallenge,
+                       "cannot open the challenge's key file " + path + ": " +
+                           std::strerror(errno) +
+                           " (reading it needs root or membership in the himds group)");
+    }
+    // The file may have been swapped between the check and the open: check what was opened.
+    struct stat opened {};
+    if (::fstat(fd.get(), &opened) != 0 || !S_ISREG(opened.st_mode) ||
+        static_cast<std::size_t>(opened.st_size) > kMaxKeyBytes) {
+      throw make_error(ErrorCode::kArcChallenge, "refused the challenge's key file " + path +
+                                                     ": it changed while being opened");
+    }
+    std::string contents(kMaxKeyBytes + 1, '\0');
+    std::size_t total = 0;
+    while (total < contents.size()) {
+      const ssize_t n = ::read(fd.get(), contents.data() + total, contents.size() - total);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        OPENSSL_cleanse(contents.data(), contents.size());
+        throw make_error(ErrorCode::kArcChallenge, "cannot read the challenge's key file " + path +
+                                                       ": " + std::strerror(errno));
+      }
+      if (n == 0) break;
+      total += static_cast<std::size_t>(n);
+    }
+    if (total > kMaxKeyBytes || total == 0) {
+      OPENSSL_cleanse(contents.data(), contents.size());
+      throw make_error(ErrorCode::kArcChallenge,
+                       "refused the challenge's key file " + path +
+                           (total == 0 ? ": it is empty" : ": it grew past 4096 bytes"));
+    }
+    Secret key(contents.substr(0, total));
+    OPENSSL_cleanse(contents.data(), contents.size());
+    return key;
+  }
+
+  std::string endpoint_;
+  std::string key_directory_;
+};
+
+std::string checked_directory(const std::string& directory, std::string_view origin) {
+  std::filesystem::path path(directory);
+  if (!path.is_absolute()) {
+    throw Error(ErrorCode::kConfiguration, std::string(origin) + " \"" +
+                                               body_excerpt(directory, 160) +
+                                               "\" is not an absolute directory path")
+        .with_source(std::string(display_name(SourceKind::kAzureArc)));
+  }
+  // "/var/opt/azcmagent/tokens/" and "/var/opt/azcmagent/tokens" name the same directory.
+  std::string normal = path.lexically_normal().string();
+  while (normal.size() > 1 && normal.back() == '/') normal.pop_back();
+  return normal;
+}
+
+}  // namespace
+
+Candidate make_azure_arc(const Environment& env, const SourceContext& context, Mode mode) {
+  const auto identity_endpoint = get(env, kIdentityEndpoint);
+  const auto imds_endpoint = get(env, kImdsEndpoint);
+  const bool header_set = get(env, kIdentityHeader).has_value();
+  const bool agent_installed = env.file_exists(std::string(kArcAgentBinary));
+
+  std::string reason;
+  if (identity_endpoint && imds_endpoint && !header_set) {
+    reason = "IDENTITY_ENDPOINT and IMDS_ENDPOINT are set without IDENTITY_HEADER";
+  } else if (agent_installed) {
+    reason =
+        "the Azure Connected Machine agent is installed (" + std::string(kArcAgentBinary) + ")";
+  } else if (mode == Mode::kForced && identity_endpoint) {
+    reason = "IDENTITY_ENDPOINT is set";
+  } else if (mode == Mode::kForced) {
+    throw Error(ErrorCode::kConfiguration,
+                "Azure Arc was named as the source, but neither IDENTITY_ENDPOINT and "
+                "IMDS_ENDPOINT are set nor is the Azure Connected Machine agent installed (" +
+                    std::string(kArcAgentBinary) +
+                    "): install and connect the agent, or set IDENTITY_ENDPOINT and "
+                    "IMDS_ENDPOINT")
+        .with_source(std::string(display_name(SourceKind::kAzureArc)));
+  } else {
+    return {};
+  }
+
+  ArcOptions options;
+  if (identity_endpoint) options.endpoint = *identity_endpoint;
+  if (auto directory = get(env, kArcTokenDirectory)) {
+    options.key_directory = *directory;
+    reason += "; key files expected in " + std::string(kArcTokenDirectory) + "=" + *directory;
+  }
+  return {make_azure_arc_source(std::move(options), context), std::move(reason)};
+}
+
+}  // namespace azkms::sources
+
+namespace azkms {
+
+std::shared_ptr<HttpTokenSource> make_azure_arc_source(ArcOptions options, SourceContext context) {
+  const std::string origin = "the Azure Arc key directory";
+  auto endpoint =
+      sources::checked_url(SourceKind::kAzureArc, "IDENTITY_ENDPOINT", options.endpoint);
+  auto directory = sources::checked_directory(options.key_directory, origin);
+  return std::make_shared<sources::AzureArcSource>(std::move(endpoint), std::move(directory),
+                                                   std::move(context));
+}
+
+}  // namespace azkms

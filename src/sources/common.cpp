@@ -1,0 +1,198 @@
+#include "sources/common.hpp"
+
+#include <curl/curl.h>
+
+#include <algorithm>
+#include <cctype>
+#include <memory>
+
+#include "azkms/http.hpp"
+#include "azkms/token_response.hpp"
+
+namespace azkms::sources {
+namespace {
+
+struct UrlDeleter {
+  void operator()(CURLU* url) const noexcept { curl_url_cleanup(url); }
+};
+struct CurlStringDeleter {
+  void operator()(char* text) const noexcept { curl_free(text); }
+};
+using UrlHandle = std::unique_ptr<CURLU, UrlDeleter>;
+using CurlString = std::unique_ptr<char, CurlStringDeleter>;
+
+// A URL split by libcurl's parser; nullopt members when absent.
+struct UrlParts {
+  std::string scheme;
+  std::string host;
+  std::optional<std::string> port;
+  std::string path;
+  std::optional<std::string> query;
+  bool has_credentials = false;
+  bool has_fragment = false;
+};
+
+std::optional<std::string> part(CURLU* url, CURLUPart which) {
+  char* raw = nullptr;
+  if (curl_url_get(url, which, &raw, 0) != CURLUE_OK || raw == nullptr) return std::nullopt;
+  CurlString owned(raw);
+  return std::string(raw);
+}
+
+std::optional<UrlParts> split_url(const std::string& value) {
+  UrlHandle url(curl_url());
+  if (!url) return std::nullopt;
+  // Only http and https with an explicit scheme; no guessing.
+  if (curl_url_set(url.get(), CURLUPART_URL, value.c_str(), 0) != CURLUE_OK) return std::nullopt;
+  UrlParts parts;
+  auto scheme = part(url.get(), CURLUPART_SCHEME);
+  auto host = part(url.get(), CURLUPART_HOST);
+  if (!scheme || !host || host->empty()) return std::nullopt;
+  parts.scheme = *scheme;
+  std::transform(parts.scheme.begin(), parts.scheme.end(), parts.scheme.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  parts.host = *host;
+  parts.port = part(url.get(), CURLUPART_PORT);
+  parts.path = part(url.get(), CURLUPART_PATH).value_or("");
+  parts.query = part(url.get(), CURLUPART_QUERY);
+  parts.has_credentials = part(url.get(), CURLUPART_USER).has_value() ||
+                          part(url.get(), CURLUPART_PASSWORD).has_value();
+  parts.has_fragment = part(url.get(), CURLUPART_FRAGMENT).has_value();
+  return parts;
+}
+
+// Endpoint variables are not secrets, but they are input: keep what reaches a message short
+// and printable.
+std::string shown(const std::string& value) { return "\"" + body_excerpt(value, 120) + "\""; }
+
+}  // namespace
+
+std::optional<std::string> get(const Environment& env, std::string_view name) {
+  return env.get(std::string(name));
+}
+
+std::string join_names(const std::vector<std::string_view>& names) {
+  std::string text;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    if (i > 0) text += (i + 1 == names.size()) ? " and " : ", ";
+    text += names[i];
+  }
+  return text;
+}
+
+Error missing_variables(SourceKind kind, const Environment& env,
+                        const std::vector<std::string_view>& required) {
+  std::vector<std::string_view> missing;
+  for (auto name : required) {
+    if (!get(env, name)) missing.push_back(name);
+  }
+  std::string message = std::string(display_name(kind)) + " was named as the source, but " +
+                        join_names(missing) + (missing.size() == 1 ? " is" : " are") +
+                        " not set: set " + join_names(required) +
+                        " (the platform sets them where this source applies), or let azkms "
+                        "detect the source";
+  return Error(ErrorCode::kConfiguration, std::move(message))
+      .with_source(std::string(display_name(kind)));
+}
+
+std::string checked_url(SourceKind kind, std::string_view name, const std::string& value,
+                        bool https_only) {
+  const auto parts = split_url(value);
+  const bool scheme_ok =
+      parts && (parts->scheme == "https" || (!https_only && parts->scheme == "http"));
+  if (!parts || !scheme_ok || parts->has_credentials || parts->has_fragment) {
+    throw Error(ErrorCode::kConfiguration,
+                std::string(name) + "=" + shown(value) + " is not an absolute " +
+                    (https_only ? "https" : "http or https") +
+                    " URL without credentials or fragment: check the variable")
+        .with_source(std::string(display_name(kind)));
+  }
+  return value;
+}
+
+std::string checked_authority(SourceKind kind, std::string_view name, const std::string& value) {
+  const auto parts = split_url(value);
+  const bool ok = parts && (parts->scheme == "http" || parts->scheme == "https") &&
+                  !parts->has_credentials && !parts->has_fragment && !parts->query &&
+                  (parts->path.empty() || parts->path == "/");
+  if (!ok) {
+    throw Error(ErrorCode::kConfiguration,
+                std::string(name) + "=" + shown(value) +
+                    " is not an authority of the form scheme://host[:port] (no path, query or "
+                    "credentials): check the variable")
+        .with_source(std::string(display_name(kind)));
+  }
+  std::string authority = parts->scheme + "://";
+  // libcurl hands back IPv6 hosts with their brackets.
+  authority += parts->host;
+  if (parts->port) authority += ":" + *parts->port;
+  return authority;
+}
+
+bool is_loopback_url(const std::string& url) {
+  const auto parts = split_url(url);
+  if (!parts) return false;
+  std::string host = parts->host;
+  std::transform(host.begin(), host.end(), host.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (host == "localhost" || host == "[::1]") return true;
+  return host.rfind("127.", 0) == 0 &&
+         std::all_of(host.begin(), host.end(), [](char c) { return std::isdigit(c) || c == '.'; });
+}
+
+std::string with_query(std::string base, const QueryParams& params) {
+  bool first = base.find('?') == std::string::npos;
+  for (const auto& [name, value] : params) {
+    base += first ? '?' : '&';
+    first = false;
+    base += name;
+    base += '=';
+    base += url_encode(value);
+  }
+  return base;
+}
+
+std::string form_encode(const QueryParams& params) {
+  std::string body;
+  for (const auto& [name, value] : params) {
+    if (!body.empty()) body += '&';
+    body += name;
+    body += '=';
+    body += url_encode(value);
+  }
+  return body;
+}
+
+std::string resource_of(const TokenRequest& request) {
+  constexpr std::string_view kScopeSuffix = "/.default";
+  std::string resource = request.resource;
+  if (resource.size() > kScopeSuffix.size() &&
+      std::string_view(resource).substr(resource.size() - kScopeSuffix.size()) == kScopeSuffix) {
+    resource.resize(resource.size() - kScopeSuffix.size());
+  }
+  if (resource.empty()) {
+    throw Error(ErrorCode::kConfiguration,
+                "no resource given: name the service the token is for (for Key Vault, " +
+                    std::string(kKeyVaultResource) + ")");
+  }
+  return resource;
+}
+
+std::optional<std::pair<std::string_view, std::string_view>> selector_param(
+    const TokenRequest& request, std::string_view client_id_name, std::string_view object_id_name,
+    std::string_view resource_id_name) {
+  const auto& identity = request.identity;
+  switch (identity.kind()) {
+    case IdentitySelector::Kind::kSystemAssigned:
+      return std::nullopt;
+    case IdentitySelector::Kind::kClientId:
+      return std::pair{client_id_name, std::string_view(identity.value())};
+    case IdentitySelector::Kind::kObjectId:
+      return std::pair{object_id_name, std::string_view(identity.value())};
+    case IdentitySelector::Kind::kResourceId:
+      return std::pair{resource_id_name, std::string_view(identity.value())};
+  }
+  return std::nullopt;
+}
+
+}  // namespace azkms::sources

@@ -1,0 +1,112 @@
+// Service Fabric: the cluster's managed identity token service.
+//
+// GET $IDENTITY_ENDPOINT (HTTPS)?api-version=2019-07-01-preview&resource=..., header
+// Secret: $IDENTITY_HEADER. The service's certificate is self-signed: TLS verification is
+// replaced by pinning its SHA-1 thumbprint from IDENTITY_SERVER_THUMBPRINT (never simply turned
+// off), and redirects are never followed (the HTTP client refuses them). The identity is fixed
+// by the cluster configuration, so no selector is accepted.
+#include <algorithm>
+#include <cctype>
+
+#include "azkms/token_response.hpp"
+#include "sources/common.hpp"
+#include "sources/registry.hpp"
+
+namespace azkms::sources {
+namespace {
+
+class ServiceFabricSource final : public HttpTokenSource {
+ public:
+  ServiceFabricSource(std::string endpoint, Secret identity_header, std::string thumbprint,
+                      SourceContext context)
+      : HttpTokenSource(std::move(context)),
+        endpoint_(std::move(endpoint)),
+        identity_header_(std::move(identity_header)),
+        thumbprint_(std::move(thumbprint)) {}
+
+  [[nodiscard]] SourceKind kind() const override { return SourceKind::kServiceFabric; }
+  [[nodiscard]] std::string endpoint() const override { return endpoint_; }
+  [[nodiscard]] std::uint8_t supported_selectors() const override {
+    return kSupportsSystemAssigned;
+  }
+
+  [[nodiscard]] HttpRequest build_request(const TokenRequest& request) const override {
+    check_selector(request);
+    const std::string resource = resource_of(request);
+    HttpRequest http;
+    http.method = "GET";
+    http.url =
+        with_query(endpoint_, {{"api-version", "2019-07-01-preview"}, {"resource", resource}});
+    http.headers.push_back({"Secret", identity_header_.reveal(), /*sensitive=*/true});
+    return http;
+  }
+
+  [[nodiscard]] HttpOptions http_options() const override {
+    HttpOptions options;
+    options.pinned_sha1_thumbprint = thumbprint_;
+    return options;
+  }
+
+ protected:
+  [[nodiscard]] std::vector<std::string_view> secrets() const override {
+    return {identity_header_.reveal()};
+  }
+  [[nodiscard]] std::string selector_note() const override {
+    return "a Service Fabric application's identity is chosen by the cluster configuration "
+           "(the application manifest), not per request";
+  }
+  [[nodiscard]] std::string status_hint(int status) const override {
+    if (status == 401 || status == 403) {
+      return "check that IDENTITY_HEADER is current: the cluster rotates it, so read it from "
+             "the environment of the running service rather than copying it";
+    }
+    return HttpTokenSource::status_hint(status);
+  }
+
+ private:
+  std::string endpoint_;
+  Secret identity_header_;
+  std::string thumbprint_;
+};
+
+// "AB:CD ef..." -> "ABCDEF...": 40 hex digits, upper case; nullopt otherwise.
+std::optional<std::string> normalized_thumbprint(std::string_view text) {
+  std::string hex;
+  for (char c : text) {
+    if (c == ':' || c == ' ') continue;
+    if (!std::isxdigit(static_cast<unsigned char>(c))) return std::nullopt;
+    hex += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  }
+  if (hex.size() != 40) return std::nullopt;
+  return hex;
+}
+
+}  // namespace
+
+Candidate make_service_fabric(const Environment& env, const SourceContext& context, Mode mode) {
+  const auto endpoint = get(env, kIdentityEndpoint);
+  const auto header = get(env, kIdentityHeader);
+  const auto thumbprint = get(env, kIdentityServerThumbprint);
+  if (!endpoint || !header || !thumbprint) {
+    if (mode == Mode::kForced) {
+      throw missing_variables(SourceKind::kServiceFabric, env,
+                              {kIdentityEndpoint, kIdentityHeader, kIdentityServerThumbprint});
+    }
+    return {};
+  }
+  auto pinned = normalized_thumbprint(*thumbprint);
+  if (!pinned) {
+    throw Error(ErrorCode::kConfiguration,
+                "IDENTITY_SERVER_THUMBPRINT=\"" + body_excerpt(*thumbprint, 80) +
+                    "\" is not a SHA-1 thumbprint: expected 40 hexadecimal digits (colons and "
+                    "spaces are ignored)")
+        .with_source(std::string(display_name(SourceKind::kServiceFabric)));
+  }
+  auto url = checked_url(SourceKind::kServiceFabric, kIdentityEndpoint, *endpoint,
+                         /*https_only=*/true);
+  return {std::make_shared<ServiceFabricSource>(std::move(url), Secret(*header), std::move(*pinned),
+                                                context),
+          "IDENTITY_ENDPOINT, IDENTITY_HEADER and IDENTITY_SERVER_THUMBPRINT are set"};
+}
+
+}  // namespace azkms::sources

@@ -1,0 +1,403 @@
+// Token response parsing. JSON goes through nlohmann::json and dates through Howard Hinnant's
+// date library; this file only decides which shapes are accepted and what an error says.
+#include "azkms/token_response.hpp"
+
+#include <date/date.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <charconv>
+#include <cmath>
+#include <locale>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "azkms/error.hpp"
+
+namespace azkms {
+namespace {
+
+using std::chrono::seconds;
+using Micros = date::sys_time<std::chrono::microseconds>;
+
+// Bounds that keep every computed time inside SystemTime's range (nanoseconds: years 1678 to
+// 2262) whatever an endpoint sends. No token lives ten years; no expiry lies past 2200.
+constexpr long long kMaxRelativeSeconds = 10LL * 366 * 24 * 3600;
+constexpr long long kMaxEpochSeconds = 7'258'118'400;  // 2200-01-01T00:00:00Z
+
+Error malformed(std::string message) {
+  return Error(ErrorCode::kMalformedResponse, std::move(message));
+}
+
+std::string_view trim(std::string_view text) {
+  auto is_space = [](char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; };
+  while (!text.empty() && is_space(text.front())) text.remove_prefix(1);
+  while (!text.empty() && is_space(text.back())) text.remove_suffix(1);
+  return text;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
+    return std::tolower(static_cast<unsigned char>(x)) ==
+           std::tolower(static_cast<unsigned char>(y));
+  });
+}
+
+std::optional<SystemTime> from_epoch_seconds(long long value) {
+  if (value < 0 || value > kMaxEpochSeconds) return std::nullopt;
+  return SystemTime{seconds{value}};
+}
+
+std::optional<SystemTime> from_micros(Micros when) {
+  const auto secs = std::chrono::floor<seconds>(when).time_since_epoch().count();
+  if (secs < 0 || secs > kMaxEpochSeconds) return std::nullopt;
+  return std::chrono::time_point_cast<SystemTime::duration>(when);
+}
+
+// Parses all of `text` with `format`; nullopt unless every character is consumed.
+template <class TimePoint>
+std::optional<TimePoint> parse_whole(const std::string& text, const char* format,
+                                     std::chrono::minutes* offset = nullptr) {
+  std::istringstream in(text);
+  in.imbue(std::locale::classic());
+  TimePoint when{};
+  std::chrono::minutes parsed_offset{0};
+  in >> date::parse(format, when, parsed_offset);
+  if (in.fail() || in.peek() != std::char_traits<char>::eof()) return std::nullopt;
+  if (offset != nullptr) *offset = parsed_offset;
+  return when;
+}
+
+// .NET writes seven fraction digits; the parser keeps what fits in microseconds.
+std::string clip_fraction(std::string text) {
+  const auto dot = text.find('.');
+  if (dot == std::string::npos) return text;
+  std::size_t end = dot + 1;
+  while (end < text.size() && std::isdigit(static_cast<unsigned char>(text[end]))) ++end;
+  if (end - dot - 1 > 6) text.erase(dot + 7, end - dot - 7);
+  return text;
+}
+
+// "2021-07-02T08:00:34Z", "2021-07-02T08:00:34.1234567+02:00", "2021-07-02 08:00:34Z",
+// "2021-07-02 08:00:34 Z", "2021-07-02T08:00:34" (no offset: UTC).
+std::optional<SystemTime> parse_iso(std::string text) {
+  if (text.size() < 19 || text[4] != '-' || text[7] != '-') return std::nullopt;
+  if (text[10] == 't' || text[10] == ' ') text[10] = 'T';
+  text = clip_fraction(std::move(text));
+  if (text.back() == 'Z' || text.back() == 'z') {
+    text.pop_back();
+    if (!text.empty() && text.back() == ' ') text.pop_back();
+    if (auto when = parse_whole<Micros>(text, "%Y-%m-%dT%H:%M:%S")) return from_micros(*when);
+    return std::nullopt;
+  }
+  for (const char* format : {"%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%Ez", "%Y-%m-%dT%H:%M:%S%z",
+                             "%Y-%m-%dT%H:%M:%S %Ez"}) {
+    if (auto when = parse_whole<Micros>(text, format)) return from_micros(*when);
+  }
+  return std::nullopt;
+}
+
+// "06/19/2019 23:42:01 +00:00" (App Service 2017 on Linux) and
+// "1/16/2020 5:24:12 AM +00:00" (on Windows).
+std::optional<SystemTime> parse_app_service_2017(const std::string& text) {
+  if (text.find('/') == std::string::npos) return std::nullopt;
+  if (auto when = parse_whole<Micros>(text, "%m/%d/%Y %H:%M:%S %Ez")) return from_micros(*when);
+
+  // libstdc++'s time_get ignores %p, so the date library cannot tell PM from AM with it: take
+  // the AM/PM word out and apply it to the 12-hour clock here.
+  const auto space = text.find(' ');
+  const auto second_space = space == std::string::npos ? space : text.find(' ', space + 1);
+  if (second_space == std::string::npos || second_space + 3 > text.size()) return std::nullopt;
+  const std::string marker = text.substr(second_space + 1, 2);
+  const bool am = iequals(marker, "AM");
+  const bool pm = iequals(marker, "PM");
+  if (!am && !pm) return std::nullopt;
+  const std::string without = text.substr(0, second_space) + text.substr(second_space + 3);
+  std::chrono::minutes offset{0};
+  auto local = parse_whole<date::local_time<std::chrono::microseconds>>(
+      without, "%m/%d/%Y %H:%M:%S %Ez", &offset);
+  if (!local) return std::nullopt;
+  const auto day = std::chrono::floor<date::days>(*local);
+  const auto hour = std::chrono::floor<std::chrono::hours>(*local - day).count();
+  if (hour < 1 || hour > 12) return std::nullopt;
+  auto adjusted = *local;
+  if (am && hour == 12) adjusted -= std::chrono::hours{12};
+  if (pm && hour != 12) adjusted += std::chrono::hours{12};
+  return from_micros(Micros{adjusted.time_since_epoch()} - offset);
+}
+
+// "Fri, 02 Jul 2021 08:00:34 GMT".
+std::optional<SystemTime> parse_rfc1123(const std::string& text) {
+  if (text.find(',') == std::string::npos) return std::nullopt;
+  for (const char* format :
+       {"%a, %d %b %Y %H:%M:%S GMT", "%a, %d %b %Y %H:%M:%S UTC", "%a, %d %b %Y %H:%M:%S %z"}) {
+    if (auto when = parse_whole<Micros>(text, format)) return from_micros(*when);
+  }
+  return std::nullopt;
+}
+
+std::optional<long long> seconds_of(const nlohmann::json& value) {
+  if (value.is_number_unsigned()) {
+    const auto v = value.get<std::uint64_t>();
+    if (v > static_cast<std::uint64_t>(kMaxEpochSeconds)) return std::nullopt;
+    return static_cast<long long>(v);
+  }
+  if (value.is_number_integer()) {
+    const auto v = value.get<std::int64_t>();
+    if (v < 0) return std::nullopt;
+    return v;
+  }
+  if (value.is_number_float()) {
+    const double v = value.get<double>();
+    if (!std::isfinite(v) || v < 0 || v > static_cast<double>(kMaxEpochSeconds)) {
+      return std::nullopt;
+    }
+    return static_cast<long long>(std::floor(v));
+  }
+  if (value.is_string()) return parse_seconds(value.get_ref<const std::string&>());
+  return std::nullopt;
+}
+
+// What an unexpected value looked like, without the value when it may be long.
+std::string shape_of(const nlohmann::json& value) {
+  if (value.is_string()) {
+    return "\"" + body_excerpt(value.get_ref<const std::string&>(), 48) + "\"";
+  }
+  if (value.is_number() || value.is_boolean() || value.is_null()) {
+    return body_excerpt(value.dump(), 48);
+  }
+  return std::string("a JSON ") + value.type_name();
+}
+
+std::optional<SystemTime> relative_field(const nlohmann::json& object, const char* name,
+                                         SystemTime now) {
+  const auto it = object.find(name);
+  if (it == object.end() || it->is_null()) return std::nullopt;
+  const auto value = seconds_of(*it);
+  if (!value || *value > kMaxRelativeSeconds) {
+    throw malformed(std::string(name) + " is " + shape_of(*it) +
+                    ", not a number of seconds (a number or a numeric string)");
+  }
+  return now + seconds{*value};
+}
+
+std::optional<SystemTime> absolute_field(const nlohmann::json& object, const char* name) {
+  const auto it = object.find(name);
+  if (it == object.end() || it->is_null()) return std::nullopt;
+  std::optional<SystemTime> when;
+  if (it->is_string()) {
+    when = parse_expires_on(it->get_ref<const std::string&>());
+  } else if (it->is_number()) {
+    if (auto value = seconds_of(*it)) when = from_epoch_seconds(*value);
+  }
+  if (!when) {
+    throw malformed(std::string(name) + " is " + shape_of(*it) +
+                    ", which is neither epoch seconds nor a date azkms knows (RFC 3339, RFC "
+                    "1123, \"MM/dd/yyyy HH:mm:ss +00:00\", \"M/d/yyyy h:mm:ss AM +00:00\")");
+  }
+  return when;
+}
+
+std::string optional_string(const nlohmann::json& object, const char* name) {
+  const auto it = object.find(name);
+  if (it == object.end() || it->is_null()) return {};
+  if (!it->is_string()) {
+    throw malformed(std::string(name) + " is " + shape_of(*it) + ", not a string");
+  }
+  return it->get<std::string>();
+}
+
+std::string field_names(const nlohmann::json& object) {
+  if (object.empty()) return "none";
+  std::string names;
+  std::size_t count = 0;
+  for (const auto& item : object.items()) {
+    if (count == 8) {
+      names += ", ...";
+      break;
+    }
+    if (count++ > 0) names += ", ";
+    names += body_excerpt(item.key(), 32);
+  }
+  return names;
+}
+
+// Key names whose values are credentials, in JSON bodies and in form bodies.
+constexpr std::array<std::string_view, 6> kSecretKeys{"access_token",  "refresh_token",
+                                                      "id_token",      "client_assertion",
+                                                      "client_secret", "accesstoken"};
+
+std::size_t find_icase(std::string_view text, std::string_view needle, std::size_t from) {
+  if (needle.empty() || text.size() < needle.size()) return std::string_view::npos;
+  for (std::size_t i = from; i + needle.size() <= text.size(); ++i) {
+    if (iequals(text.substr(i, needle.size()), needle)) return i;
+  }
+  return std::string_view::npos;
+}
+
+// Replaces the value following each secret key (`"access_token": "..."`,
+// `access_token=...`) with "[redacted]". Works on broken JSON too: no parser involved.
+std::string redact_secret_values(std::string text) {
+  static constexpr std::string_view kRedacted = "[redacted]";
+  for (auto key : kSecretKeys) {
+    std::size_t pos = 0;
+    while ((pos = find_icase(text, key, pos)) != std::string::npos) {
+      std::size_t i = pos + key.size();
+      if (i < text.size() && text[i] == '_') {  // client_assertion_type is not a secret
+        pos = i;
+        continue;
+      }
+      if (i < text.size() && (text[i] == '"' || text[i] == '\'')) ++i;
+      while (i < text.size() &&
+             (text[i] == ' ' || text[i] == '\t' || text[i] == '\n' || text[i] == '\r')) {
+        ++i;
+      }
+      if (i >= text.size() || (text[i] != ':' && text[i] != '=')) {
+        pos = pos + key.size();
+        continue;
+      }
+      ++i;
+      while (i < text.size() &&
+             (text[i] == ' ' || text[i] == '\t' || text[i] == '\n' || text[i] == '\r')) {
+        ++i;
+      }
+      std::size_t end = i;
+      if (i < text.size() && (text[i] == '"' || text[i] == '\'')) {
+        const char quote = text[i];
+        end = i + 1;
+        while (end < text.size() && text[end] != quote) {
+          end += (text[end] == '\\') ? 2 : 1;
+        }
+        end = std::min(end, text.size());
+        text.replace(i + 1, end - i - 1, kRedacted);
+        pos = i + 1 + kRedacted.size();
+      } else {
+        while (end < text.size() && text[end] != ',' && text[end] != '}' && text[end] != '&' &&
+               !std::isspace(static_cast<unsigned char>(text[end]))) {
+          ++end;
+        }
+        text.replace(i, end - i, kRedacted);
+        pos = i + kRedacted.size();
+      }
+    }
+  }
+  // JSON Web Tokens anywhere else (an endpoint echoing an assertion in an error description).
+  std::size_t pos = 0;
+  while ((pos = text.find("eyJ", pos)) != std::string::npos) {
+    std::size_t end = pos;
+    while (end < text.size() && (std::isalnum(static_cast<unsigned char>(text[end])) ||
+                                 text[end] == '-' || text[end] == '_' || text[end] == '.')) {
+      ++end;
+    }
+    if (end - pos >= 20) {
+      text.replace(pos, end - pos, kRedacted);
+      pos += kRedacted.size();
+    } else {
+      pos = end;
+    }
+  }
+  return text;
+}
+
+}  // namespace
+
+std::optional<long long> parse_seconds(std::string_view text) {
+  text = trim(text);
+  if (text.empty()) return std::nullopt;
+  long long value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc{} || end != text.data() + text.size() || value < 0) return std::nullopt;
+  return value;
+}
+
+std::optional<SystemTime> parse_expires_on(std::string_view raw) {
+  const std::string_view trimmed = trim(raw);
+  if (trimmed.empty() || trimmed.size() > 64) return std::nullopt;
+  if (std::all_of(trimmed.begin(), trimmed.end(),
+                  [](char c) { return std::isdigit(static_cast<unsigned char>(c)) != 0; })) {
+    if (auto value = parse_seconds(trimmed)) return from_epoch_seconds(*value);
+    return std::nullopt;
+  }
+  const std::string text(trimmed);
+  if (auto when = parse_app_service_2017(text)) return when;
+  if (auto when = parse_iso(text)) return when;
+  if (auto when = parse_rfc1123(text)) return when;
+  return std::nullopt;
+}
+
+std::string body_excerpt(std::string_view body, std::size_t limit) {
+  std::string text = redact_secret_values(std::string(body));
+  for (char& c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (c == '\n' || c == '\r' || c == '\t') {
+      c = ' ';
+    } else if (byte < 0x20 || byte >= 0x7f) {
+      c = '?';
+    }
+  }
+  const std::string_view trimmed = trim(text);
+  if (trimmed.size() <= limit) return std::string(trimmed);
+  return std::string(trimmed.substr(0, limit)) + "...";
+}
+
+AccessToken parse_token_response(std::string_view body, SystemTime now) {
+  std::string_view content = trim(body);
+  // A UTF-8 byte order mark is not JSON but some servers send one.
+  if (content.substr(0, 3) == "\xEF\xBB\xBF") content.remove_prefix(3);
+  if (content.empty()) {
+    throw malformed("the body is empty; expected a JSON object with access_token");
+  }
+  if (content.front() == '<') {
+    throw malformed(
+        "the body is HTML or XML, not JSON: is something other than an identity endpoint (a "
+        "proxy, a web server) answering on this address? Body: " +
+        body_excerpt(content, 120));
+  }
+  const auto json = nlohmann::json::parse(content, nullptr, /*allow_exceptions=*/false);
+  if (json.is_discarded()) {
+    throw malformed("the body is not valid JSON: " + body_excerpt(content, 120));
+  }
+  if (!json.is_object()) {
+    throw malformed(std::string("the body is a JSON ") + json.type_name() +
+                    ", not an object with access_token");
+  }
+
+  const auto token_it = json.find("access_token");
+  if (token_it == json.end() || token_it->is_null()) {
+    throw malformed("the response has no access_token (fields present: " + field_names(json) + ")");
+  }
+  if (!token_it->is_string()) {
+    // Never print the value: whatever it is, it was meant to be the token.
+    throw malformed(std::string("access_token is a JSON ") + token_it->type_name() +
+                    ", not a string");
+  }
+  if (token_it->get_ref<const std::string&>().empty()) {
+    throw malformed("access_token is an empty string");
+  }
+
+  AccessToken token;
+  token.token = Secret(token_it->get<std::string>());
+  if (auto type = optional_string(json, "token_type"); !type.empty()) token.token_type = type;
+  token.resource = optional_string(json, "resource");
+  token.client_id = optional_string(json, "client_id");
+
+  // expires_in counts from when the request was sent, so it does not depend on the two
+  // clocks agreeing; expires_on is used when it is the only one (App Service 2019 and 2017).
+  // A field that is present but unreadable fails the response even when the other is fine:
+  // an endpoint sending garbage is not one to trust with half a guess.
+  const auto by_in = relative_field(json, "expires_in", now);
+  const auto by_on = absolute_field(json, "expires_on");
+  if (by_in) {
+    token.expires_on = *by_in;
+  } else if (by_on) {
+    token.expires_on = *by_on;
+  } else {
+    throw malformed("the response has neither expires_in nor expires_on (fields present: " +
+                    field_names(json) + ")");
+  }
+  token.refresh_on = relative_field(json, "refresh_in", now);
+  return token;
+}
+
+}  // namespace azkms
