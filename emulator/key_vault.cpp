@@ -1,0 +1,829 @@
+#include "key_vault.hpp"
+
+#include <arpa/inet.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/rsa.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <charconv>
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <stdexcept>
+#include <thread>
+#include <utility>
+
+#include "certificate_authority.hpp"
+
+namespace azkms::emulator {
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+constexpr const char* kJson = "application/json; charset=utf-8";
+constexpr const char* kTestParamsHeader = "X-MongoDB-HTTP-TestParams";
+constexpr const char* kCaFileName = "key-vault-ca.pem";
+constexpr std::size_t kGiantBodySize = 24u * 1024 * 1024;
+// Key Vault's data-plane versions; libmongocrypt 1.7.2 sends 7.1.
+constexpr std::string_view kApiVersions[] = {"2016-10-01", "7.0", "7.1", "7.2",
+                                             "7.3",        "7.4", "7.5", "7.6"};
+
+struct PkeyDeleter {
+  void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
+};
+struct PkeyCtxDeleter {
+  void operator()(EVP_PKEY_CTX* p) const { EVP_PKEY_CTX_free(p); }
+};
+struct X509Deleter {
+  void operator()(X509* p) const { X509_free(p); }
+};
+struct BioDeleter {
+  void operator()(BIO* p) const { BIO_free(p); }
+};
+using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyDeleter>;
+using X509Ptr = std::unique_ptr<X509, X509Deleter>;
+using BioPtr = std::unique_ptr<BIO, BioDeleter>;
+
+std::string random_hex(std::size_t bytes) {
+  std::vector<unsigned char> raw(bytes);
+  if (RAND_bytes(raw.data(), static_cast<int>(raw.size())) != 1) {
+    throw std::runtime_error("key vault emulator: RAND_bytes failed");
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string hex;
+  for (unsigned char byte : raw) {
+    hex.push_back(kHex[byte >> 4]);
+    hex.push_back(kHex[byte & 0x0f]);
+  }
+  return hex;
+}
+
+std::string base64url_encode(std::string_view data) {
+  std::string out(4 * ((data.size() + 2) / 3) + 1, '\0');
+  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(data.data()),
+                          static_cast<int>(data.size()));
+  out.resize(static_cast<std::size_t>(n));
+  while (!out.empty() && out.back() == '=') out.pop_back();
+  for (char& c : out) {
+    if (c == '+') c = '-';
+    if (c == '/') c = '_';
+  }
+  return out;
+}
+
+// Strict base64url (RFC 4648 section 5); trailing '=' padding tolerated.
+std::optional<std::string> base64url_decode(std::string_view in) {
+  while (!in.empty() && in.back() == '=') in.remove_suffix(1);
+  if (in.size() % 4 == 1) return std::nullopt;
+  std::string standard;
+  standard.reserve(in.size() + 3);
+  for (char c : in) {
+    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) {
+      standard.push_back(c);
+    } else if (c == '-') {
+      standard.push_back('+');
+    } else if (c == '_') {
+      standard.push_back('/');
+    } else {
+      return std::nullopt;
+    }
+  }
+  std::size_t padding = (4 - standard.size() % 4) % 4;
+  standard.append(padding, '=');
+  std::string out(standard.size() / 4 * 3, '\0');
+  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(standard.data()),
+                          static_cast<int>(standard.size()));
+  if (n < 0 || static_cast<std::size_t>(n) < padding) return std::nullopt;
+  out.resize(static_cast<std::size_t>(n) - padding);
+  return out;
+}
+
+// Key Vault object names: 1-127 characters, letters, digits and dashes.
+bool valid_key_name(std::string_view name) {
+  if (name.empty() || name.size() > 127) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+  });
+}
+
+// The address to bind, or std::invalid_argument: the emulator never listens beyond loopback.
+std::string loopback_host(const std::string& host) {
+  if (host == "localhost") return "127.0.0.1";
+  in_addr v4{};
+  if (inet_pton(AF_INET, host.c_str(), &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127) return host;
+  in6_addr v6{};
+  if (inet_pton(AF_INET6, host.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6)) return host;
+  throw std::invalid_argument("key vault emulator: refusing to listen on '" + host +
+                              "': only loopback addresses (127.0.0.0/8, ::1, localhost)");
+}
+
+std::string error_body(std::string_view code, std::string_view message,
+                       std::string_view inner_code = {}) {
+  json error = {{"code", code}, {"message", message}};
+  if (!inner_code.empty()) error["innererror"] = {{"code", inner_code}};
+  return json{{"error", std::move(error)}}.dump();
+}
+
+std::string_view error_code_for_status(int status) {
+  switch (status) {
+    case 400:
+      return "BadParameter";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "NotFound";
+    case 405:
+      return "MethodNotAllowed";
+    case 408:
+      return "RequestTimeout";
+    case 409:
+      return "Conflict";
+    case 410:
+      return "Gone";
+    case 429:
+      return "Throttled";
+    case 500:
+      return "InternalServerError";
+    case 502:
+      return "BadGateway";
+    case 503:
+      return "ServiceUnavailable";
+    case 504:
+      return "GatewayTimeout";
+    default:
+      return "Error";
+  }
+}
+
+// "503" -> 503; anything that is not a status from 400 to 599 -> nullopt.
+std::optional<int> fault_status(std::string_view fault_case) {
+  if (fault_case.size() != 3) return std::nullopt;
+  int status = 0;
+  auto [end, ec] =
+      std::from_chars(fault_case.data(), fault_case.data() + fault_case.size(), status);
+  if (ec != std::errc{} || end != fault_case.data() + fault_case.size()) return std::nullopt;
+  if (status < 400 || status > 599) return std::nullopt;
+  return status;
+}
+
+// "case=slow" (other '&'-separated parameters ignored) -> "slow"; "" when absent.
+std::string test_case_parameter(const std::string& header) {
+  std::string_view rest = header;
+  while (!rest.empty()) {
+    std::size_t amp = rest.find('&');
+    std::string_view item = rest.substr(0, amp);
+    rest = amp == std::string_view::npos ? std::string_view{} : rest.substr(amp + 1);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    if (item.substr(0, 5) == "case=") return std::string(item.substr(5));
+  }
+  return {};
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+// RSA-OAEP with SHA-256 as both the OAEP digest and the MGF1 digest: Key Vault's RSA-OAEP-256.
+std::optional<std::string> rsa_oaep_256(EVP_PKEY* key, bool encrypt, std::string_view input) {
+  std::unique_ptr<EVP_PKEY_CTX, PkeyCtxDeleter> ctx(EVP_PKEY_CTX_new(key, nullptr));
+  auto in = reinterpret_cast<const unsigned char*>(input.data());
+  std::size_t out_length = 0;
+  bool ok = ctx &&
+            (encrypt ? EVP_PKEY_encrypt_init(ctx.get()) : EVP_PKEY_decrypt_init(ctx.get())) == 1 &&
+            EVP_PKEY_CTX_set_rsa_padding(ctx.get(), RSA_PKCS1_OAEP_PADDING) == 1 &&
+            EVP_PKEY_CTX_set_rsa_oaep_md(ctx.get(), EVP_sha256()) == 1 &&
+            EVP_PKEY_CTX_set_rsa_mgf1_md(ctx.get(), EVP_sha256()) == 1 &&
+            (encrypt ? EVP_PKEY_encrypt(ctx.get(), nullptr, &out_length, in, input.size())
+                     : EVP_PKEY_decrypt(ctx.get(), nullptr, &out_length, in, input.size())) == 1;
+  std::string out;
+  if (ok) {
+    out.resize(out_length);
+    auto out_bytes = reinterpret_cast<unsigned char*>(out.data());
+    ok = (encrypt ? EVP_PKEY_encrypt(ctx.get(), out_bytes, &out_length, in, input.size())
+                  : EVP_PKEY_decrypt(ctx.get(), out_bytes, &out_length, in, input.size())) == 1;
+  }
+  // The error queue is per thread; leave nothing behind for the next request on this worker.
+  ERR_clear_error();
+  if (!ok) {
+    OPENSSL_cleanse(out.data(), out.size());
+    return std::nullopt;
+  }
+  out.resize(out_length);
+  return out;
+}
+
+std::shared_ptr<EVP_PKEY> generate_rsa_key() {
+  EVP_PKEY* key = EVP_RSA_gen(2048);
+  if (key == nullptr) throw std::runtime_error("key vault emulator: RSA key generation failed");
+  return std::shared_ptr<EVP_PKEY>(key, PkeyDeleter{});
+}
+
+void write_file_atomically(const std::filesystem::path& path, const std::string& content) {
+  std::filesystem::path temporary = path;
+  temporary += ".tmp";
+  {
+    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+    out << content;
+    out.flush();
+    if (!out) throw std::runtime_error("key vault emulator: cannot write " + temporary.string());
+  }
+  std::filesystem::rename(temporary, path);
+}
+
+enum class Operation { kWrap, kUnwrap };
+
+}  // namespace
+
+bool is_key_vault_fault_case(std::string_view fault_case) {
+  return fault_status(fault_case).has_value() ||
+         std::find(std::begin(kFaultCases), std::end(kFaultCases), fault_case) !=
+             std::end(kFaultCases);
+}
+
+struct KeyVaultServer::Impl {
+  struct Key {
+    // (version id, key), oldest first; the last is the one used when no version is named.
+    std::vector<std::pair<std::string, std::shared_ptr<EVP_PKEY>>> versions;
+    std::optional<std::set<std::string>> allowed;  // nullopt: every identity
+  };
+
+  Impl(const TokenLedger& ledger_in, KeyVaultOptions options_in)
+      : ledger(ledger_in),
+        options(std::move(options_in)),
+        host(loopback_host(options.host)),
+        response_delay_ms(options.response_delay.count()) {
+    if (options.port < 0 || options.port > 65535) {
+      throw std::invalid_argument("key vault emulator: port out of range");
+    }
+    port = options.port;
+    std::vector<std::string> ips = {"127.0.0.1", "::1"};
+    if (std::find(ips.begin(), ips.end(), host) == ips.end()) ips.push_back(host);
+    PemCertificate server =
+        ca.issue_server_certificate("azkms key vault emulator", {"localhost"}, ips);
+    BioPtr cert_bio(BIO_new_mem_buf(server.certificate_pem.data(),
+                                    static_cast<int>(server.certificate_pem.size())));
+    BioPtr key_bio(BIO_new_mem_buf(server.private_key_pem.data(),
+                                   static_cast<int>(server.private_key_pem.size())));
+    if (cert_bio) server_cert.reset(PEM_read_bio_X509(cert_bio.get(), nullptr, nullptr, nullptr));
+    if (key_bio) {
+      server_key.reset(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr));
+    }
+    OPENSSL_cleanse(server.private_key_pem.data(), server.private_key_pem.size());
+    if (!server_cert || !server_key) {
+      throw std::runtime_error("key vault emulator: cannot load the generated certificate");
+    }
+
+    namespace fs = std::filesystem;
+    if (options.cert_directory.empty()) {
+      std::string pattern = (fs::temp_directory_path() / "azkms-key-vault-XXXXXX").string();
+      if (mkdtemp(pattern.data()) == nullptr) {
+        throw std::runtime_error("key vault emulator: cannot create a temporary directory");
+      }
+      cert_directory = pattern;
+      owns_cert_directory = true;
+    } else {
+      cert_directory = options.cert_directory;
+      fs::create_directories(cert_directory);
+    }
+    ca_file = (fs::path(cert_directory) / kCaFileName).string();
+    write_file_atomically(ca_file, ca.certificate_pem());
+  }
+
+  ~Impl() {
+    if (owns_cert_directory) {
+      std::error_code ignored;
+      std::filesystem::remove_all(cert_directory, ignored);
+    }
+  }
+
+  std::string endpoint() const {
+    std::string authority = host.find(':') != std::string::npos ? "[" + host + "]" : host;
+    return authority + ":" + std::to_string(port);
+  }
+
+  std::string key_id(const std::string& name, const std::string& version) const {
+    return "https://" + endpoint() + "/keys/" + name + "/" + version;
+  }
+
+  // Waits `delay` unless stop() comes first; true when stop() came.
+  bool pause(std::chrono::milliseconds delay) {
+    std::unique_lock lock(stop_mutex);
+    return stop_cv.wait_for(lock, delay, [this] { return stopping; });
+  }
+  bool stopping_now() {
+    std::lock_guard lock(stop_mutex);
+    return stopping;
+  }
+
+  std::string next_injected_fault() {
+    std::lock_guard lock(faults_mutex);
+    while (!faults.empty() && faults.front().second <= 0) faults.pop_front();
+    if (faults.empty()) return {};
+    std::string fault_case = faults.front().first;
+    if (--faults.front().second == 0) faults.pop_front();
+    return fault_case;
+  }
+
+  static void set_json(httplib::Response& res, int status, const std::string& body) {
+    res.status = status;
+    res.set_content(body, kJson);
+  }
+
+  void set_error(httplib::Response& res, int status, std::string_view message,
+                 std::string_view inner_code = {}) const {
+    set_json(res, status, error_body(error_code_for_status(status), message, inner_code));
+    if (status == 401) {
+      res.set_header("WWW-Authenticate",
+                     "Bearer authorization=\"https://login.microsoftonline.com/" +
+                         options.tenant_id + "\", resource=\"" + std::string(kResource) + "\"");
+    }
+    if (status == 429) res.set_header("Retry-After", "1");
+  }
+
+  // Every request passes here: count, delay, then either a fault or the real answer.
+  template <class Answer>
+  void serve(const httplib::Request& req, httplib::Response& res, Answer&& answer) {
+    ++requests_served;
+    auto delay = std::chrono::milliseconds(response_delay_ms.load());
+    if (delay > 0ms && pause(delay)) {
+      return set_error(res, 503, "The key vault emulator is stopping.");
+    }
+
+    std::string fault_case;
+    if (req.has_header(kTestParamsHeader)) {
+      fault_case = test_case_parameter(req.get_header_value(kTestParamsHeader));
+      if (!fault_case.empty() && !is_key_vault_fault_case(fault_case)) {
+        set_error(res, 400, "Unknown X-MongoDB-HTTP-TestParams case '" + fault_case + "'.");
+        fault_case.clear();
+        return;
+      }
+    }
+    if (fault_case.empty()) fault_case = next_injected_fault();
+    if (fault_case.empty()) {
+      answer();
+    } else {
+      apply_fault(fault_case, res);
+    }
+    if (res.status == 401) ++unauthorized;
+    if (res.status == 403) ++forbidden;
+  }
+
+  void apply_fault(const std::string& fault_case, httplib::Response& res) {
+    if (auto status = fault_status(fault_case)) {
+      set_error(res, *status, "Fault injected by the key vault emulator: HTTP " + fault_case + ".",
+                *status == 403 ? "ForbiddenByPolicy" : "");
+      return;
+    }
+    const std::string kid = key_id("injected", std::string(32, '0'));
+    if (fault_case == "bad-json") {
+      set_json(res, 200, R"({"key": })");
+    } else if (fault_case == "empty-json") {
+      set_json(res, 200, "{}");
+    } else if (fault_case == "truncated") {
+      std::string whole = json{{"kid", kid}, {"value", std::string(342, 'A')}}.dump();
+      set_json(res, 200, whole.substr(0, whole.size() / 2));
+    } else if (fault_case == "html") {
+      res.status = 200;
+      res.set_content(
+          "<!DOCTYPE html><html><head><title>Sign in</title></head>"
+          "<body><p>Proxy authentication required.</p></body></html>",
+          "text/html");
+    } else if (fault_case == "bad-value") {
+      set_json(res, 200, json{{"kid", kid}, {"value", "not*base64url!"}}.dump());
+    } else if (fault_case == "slow") {
+      res.status = 200;
+      res.set_chunked_content_provider("application/json",
+                                       [this](std::size_t offset, httplib::DataSink& sink) {
+                                         if (offset == 0) return sink.write("[", 1);
+                                         if (pause(1s) || !sink.is_writable()) return false;
+                                         return sink.write("0,", 2);
+                                       });
+    } else if (fault_case == "reset") {
+      auto body = std::make_shared<std::string>(
+          json{{"kid", kid}, {"value", std::string(342, 'A')}}.dump());
+      res.status = 200;
+      res.set_content_provider(body->size(), "application/json",
+                               [body](std::size_t offset, std::size_t, httplib::DataSink& sink) {
+                                 if (offset == 0) sink.write(body->data(), body->size() / 2);
+                                 return false;  // abandons the response: connection closed
+                               });
+    } else if (fault_case == "giant") {
+      const std::string prefix = R"({"kid":")" + kid + R"(","value":")";
+      const std::string suffix = "\"}";
+      const std::size_t total = kGiantBodySize;
+      res.status = 200;
+      res.set_content_provider(
+          total, "application/json",
+          [this, prefix, suffix, total](std::size_t offset, std::size_t length,
+                                        httplib::DataSink& sink) {
+            if (stopping_now()) return false;
+            const std::size_t end = offset + std::min<std::size_t>(length, 64 * 1024);
+            std::string chunk(end - offset, 'A');
+            for (std::size_t i = offset; i < std::min(end, prefix.size()); ++i) {
+              chunk[i - offset] = prefix[i];
+            }
+            for (std::size_t i = std::max(offset, total - suffix.size()); i < end; ++i) {
+              chunk[i - offset] = suffix[i - (total - suffix.size())];
+            }
+            return sink.write(chunk.data(), chunk.size());
+          });
+    }
+  }
+
+  void handle_operation(const httplib::Request& req, httplib::Response& res, Operation operation,
+                        const std::string& name, const std::string& requested_version) {
+    const char* operation_name = operation == Operation::kWrap ? "wrapKey" : "unwrapKey";
+
+    if (!req.has_param("api-version")) {
+      return set_error(res, 400, "The 'api-version' query parameter is required.");
+    }
+    const std::string api_version = req.get_param_value("api-version");
+    if (std::find(std::begin(kApiVersions), std::end(kApiVersions), api_version) ==
+        std::end(kApiVersions)) {
+      return set_error(res, 400,
+                       "The specified api-version '" + api_version + "' is not recognized.");
+    }
+
+    // Authentication: a bearer token this emulator's identity endpoints issued for Key Vault.
+    const std::string authorization = req.get_header_value("Authorization");
+    const std::size_t space = authorization.find(' ');
+    if (authorization.empty() || space == std::string::npos ||
+        !iequals(std::string_view(authorization).substr(0, space), "Bearer")) {
+      return set_error(res, 401, "AKV10000: Request is missing a Bearer or PoP token.");
+    }
+    std::string_view token = std::string_view(authorization).substr(space + 1);
+    while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
+    const std::optional<IssuedToken> issued = ledger.lookup(std::string(token));
+    if (!issued) {
+      return set_error(res, 401,
+                       "The bearer token was not issued by this emulator's identity endpoints "
+                       "or has expired.");
+    }
+    if (issued->resource != kResource && issued->resource != std::string(kResource) + "/") {
+      return set_error(res, 401,
+                       "The bearer token was issued for '" + issued->resource + "', not for " +
+                           std::string(kResource) + ".");
+    }
+
+    if (!valid_key_name(name)) {
+      return set_error(res, 400, "The key name '" + name + "' is not a valid Key Vault name.");
+    }
+    std::shared_ptr<EVP_PKEY> key;
+    std::string version;
+    bool allowed = false;
+    {
+      std::lock_guard lock(keys_mutex);
+      auto it = keys.find(name);
+      if (it != keys.end()) {
+        auto& versions = it->second.versions;
+        auto match = requested_version.empty()
+                         ? std::prev(versions.end())
+                         : std::find_if(versions.begin(), versions.end(), [&](const auto& v) {
+                             return v.first == requested_version;
+                           });
+        if (match != versions.end()) {
+          version = match->first;
+          key = match->second;
+          const auto& list = it->second.allowed;
+          allowed = !list || list->count(issued->client_id) > 0;
+        }
+      }
+    }
+    if (!key) {
+      std::string id = requested_version.empty() ? name : name + "/" + requested_version;
+      return set_json(res, 404,
+                      error_body("KeyNotFound", "A key with (name/id) " + id +
+                                                    " was not found in this key vault."));
+    }
+    if (!allowed) {
+      return set_error(res, 403,
+                       "The identity with client id '" + issued->client_id + "' does not have " +
+                           operation_name + " permission on key '" + name + "'.",
+                       "ForbiddenByPolicy");
+    }
+
+    const json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+    if (body.is_discarded() || !body.is_object()) {
+      return set_error(res, 400, "The request body is not a JSON object.");
+    }
+    auto alg = body.find("alg");
+    if (alg == body.end() || !alg->is_string()) {
+      return set_error(res, 400, "The request body has no 'alg'.");
+    }
+    if (alg->get<std::string>() != "RSA-OAEP-256") {
+      return set_error(res, 400,
+                       "Invalid algorithm '" + alg->get<std::string>() +
+                           "': this emulator implements RSA-OAEP-256 only.");
+    }
+    auto value = body.find("value");
+    if (value == body.end() || !value->is_string()) {
+      return set_error(res, 400, "The request body has no 'value'.");
+    }
+    std::optional<std::string> input = base64url_decode(value->get_ref<const std::string&>());
+    if (!input || input->empty()) {
+      return set_error(res, 400, "'value' is not a non-empty base64url string.");
+    }
+    std::optional<std::string> output =
+        rsa_oaep_256(key.get(), operation == Operation::kWrap, *input);
+    OPENSSL_cleanse(input->data(), input->size());
+    if (!output) {
+      return set_error(res, 400,
+                       operation == Operation::kWrap
+                           ? "The value is too long to be wrapped with RSA-OAEP-256 by this key."
+                           : "The value could not be unwrapped with this key version.");
+    }
+    set_json(res, 200,
+             json{{"kid", key_id(name, version)}, {"value", base64url_encode(*output)}}.dump());
+    OPENSSL_cleanse(output->data(), output->size());
+    ++(operation == Operation::kWrap ? wraps : unwraps);
+  }
+
+  void install_routes(httplib::SSLServer& server) {
+    server.set_keep_alive_timeout(1);  // bounds how long stop() waits for an idle connection
+    server.set_read_timeout(5, 0);
+    server.set_write_timeout(5, 0);
+    server.set_payload_max_length(1024 * 1024);
+    server.set_tcp_nodelay(true);
+    server.set_exception_handler(
+        [this](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
+          set_error(res, 500, "The key vault emulator failed to process the request.");
+        });
+
+    auto operation_route = [this](Operation operation, bool with_version) {
+      return [this, operation, with_version](const httplib::Request& req, httplib::Response& res) {
+        serve(req, res, [&] {
+          handle_operation(req, res, operation, req.matches[1].str(),
+                           with_version ? req.matches[2].str() : std::string());
+        });
+      };
+    };
+    server.Post(R"(/keys/([^/]+)/([^/]*)/wrapkey)", operation_route(Operation::kWrap, true));
+    server.Post(R"(/keys/([^/]+)/([^/]*)/unwrapkey)", operation_route(Operation::kUnwrap, true));
+    server.Post(R"(/keys/([^/]+)/wrapkey)", operation_route(Operation::kWrap, false));
+    server.Post(R"(/keys/([^/]+)/unwrapkey)", operation_route(Operation::kUnwrap, false));
+
+    auto other = [this](const httplib::Request& req, httplib::Response& res) {
+      serve(req, res, [&] {
+        set_error(res, 404,
+                  "This emulator serves only POST /keys/{name}[/{version}]/wrapkey and "
+                  "/unwrapkey.");
+      });
+    };
+    server.Get(".*", other);
+    server.Post(".*", other);
+    server.Put(".*", other);
+    server.Patch(".*", other);
+    server.Delete(".*", other);
+  }
+
+  bool configure_tls(SSL_CTX& ctx) {
+    return SSL_CTX_set_min_proto_version(&ctx, TLS1_2_VERSION) == 1 &&
+           SSL_CTX_use_certificate(&ctx, server_cert.get()) == 1 &&
+           SSL_CTX_use_PrivateKey(&ctx, server_key.get()) == 1 &&
+           SSL_CTX_check_private_key(&ctx) == 1 &&
+           (SSL_CTX_set_options(&ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION), true);
+  }
+
+  void start() {
+    std::lock_guard lifecycle(lifecycle_mutex);
+    if (server) return;
+    {
+      std::lock_guard lock(stop_mutex);
+      stopping = false;
+    }
+    auto fresh =
+        std::make_unique<httplib::SSLServer>([this](SSL_CTX& ctx) { return configure_tls(ctx); });
+    if (!fresh->is_valid()) {
+      ERR_clear_error();
+      throw std::runtime_error("key vault emulator: TLS setup failed");
+    }
+    install_routes(*fresh);
+    const int wanted = port;
+    const int bound = wanted == 0 ? fresh->bind_to_any_port(host)
+                                  : (fresh->bind_to_port(host, wanted) ? wanted : -1);
+    if (bound <= 0) {
+      throw std::runtime_error("key vault emulator: cannot listen on " + host + ":" +
+                               std::to_string(wanted));
+    }
+    port = bound;
+    auto finished = std::make_shared<std::atomic<bool>>(false);
+    thread = std::thread([srv = fresh.get(), finished] {
+      srv->listen_after_bind();
+      finished->store(true);
+    });
+    // Server::stop() is a no-op until the accept loop runs: wait for it so stop() cannot race.
+    while (!fresh->is_running() && !finished->load()) std::this_thread::sleep_for(1ms);
+    server = std::move(fresh);
+  }
+
+  void stop() {
+    std::lock_guard lifecycle(lifecycle_mutex);
+    if (!server) return;
+    {
+      std::lock_guard lock(stop_mutex);
+      stopping = true;
+    }
+    stop_cv.notify_all();
+    server->stop();
+    if (thread.joinable()) thread.join();
+    server.reset();
+  }
+
+  const TokenLedger& ledger;
+  const KeyVaultOptions options;
+  const std::string host;
+  CertificateAuthority ca;
+  X509Ptr server_cert;
+  PkeyPtr server_key;
+  std::string cert_directory;
+  bool owns_cert_directory = false;
+  std::string ca_file;
+
+  mutable std::mutex keys_mutex;
+  std::map<std::string, Key> keys;
+
+  std::mutex faults_mutex;
+  std::deque<std::pair<std::string, int>> faults;
+  std::atomic<std::int64_t> response_delay_ms;
+
+  std::mutex lifecycle_mutex;
+  std::unique_ptr<httplib::SSLServer> server;
+  std::thread thread;
+  std::atomic<int> port{0};
+
+  std::mutex stop_mutex;
+  std::condition_variable stop_cv;
+  bool stopping = false;
+
+  std::atomic<std::uint64_t> requests_served{0};
+  std::atomic<std::uint64_t> wraps{0};
+  std::atomic<std::uint64_t> unwraps{0};
+  std::atomic<std::uint64_t> unauthorized{0};
+  std::atomic<std::uint64_t> forbidden{0};
+};
+
+KeyVaultServer::KeyVaultServer(const TokenLedger& ledger, KeyVaultOptions options)
+    : impl_(std::make_unique<Impl>(ledger, std::move(options))) {
+  for (const auto& name : impl_->options.keys) create_key(name);
+}
+
+KeyVaultServer::~KeyVaultServer() { impl_->stop(); }
+
+void KeyVaultServer::start() { impl_->start(); }
+void KeyVaultServer::stop() { impl_->stop(); }
+bool KeyVaultServer::running() const {
+  std::lock_guard lifecycle(impl_->lifecycle_mutex);
+  return impl_->server != nullptr;
+}
+
+int KeyVaultServer::port() const { return impl_->port; }
+std::string KeyVaultServer::endpoint() const { return impl_->endpoint(); }
+std::string KeyVaultServer::url() const { return "https://" + impl_->endpoint(); }
+const std::string& KeyVaultServer::ca_pem() const { return impl_->ca.certificate_pem(); }
+const std::string& KeyVaultServer::ca_file() const { return impl_->ca_file; }
+
+std::string KeyVaultServer::create_key(const std::string& name) {
+  if (!valid_key_name(name)) {
+    throw std::invalid_argument("key vault emulator: invalid key name '" + name +
+                                "' (1-127 letters, digits, dashes)");
+  }
+  auto key = generate_rsa_key();
+  std::string version = random_hex(16);
+  std::lock_guard lock(impl_->keys_mutex);
+  auto [it, inserted] = impl_->keys.try_emplace(name);
+  if (inserted && !impl_->options.grant_all_by_default) {
+    it->second.allowed = std::set<std::string>{};
+  }
+  it->second.versions.emplace_back(version, std::move(key));
+  return version;
+}
+
+std::string KeyVaultServer::rotate_key(const std::string& name) {
+  if (!has_key(name)) throw std::out_of_range("key vault emulator: no key named '" + name + "'");
+  return create_key(name);
+}
+
+bool KeyVaultServer::has_key(const std::string& name) const {
+  std::lock_guard lock(impl_->keys_mutex);
+  return impl_->keys.count(name) > 0;
+}
+
+std::string KeyVaultServer::latest_version(const std::string& name) const {
+  std::lock_guard lock(impl_->keys_mutex);
+  return impl_->keys.at(name).versions.back().first;
+}
+
+std::vector<std::string> KeyVaultServer::versions(const std::string& name) const {
+  std::lock_guard lock(impl_->keys_mutex);
+  std::vector<std::string> ids;
+  for (const auto& entry : impl_->keys.at(name).versions) ids.push_back(entry.first);
+  return ids;
+}
+
+std::string KeyVaultServer::public_key_pem(const std::string& name,
+                                           const std::string& version) const {
+  std::shared_ptr<EVP_PKEY> key;
+  {
+    std::lock_guard lock(impl_->keys_mutex);
+    const auto& versions = impl_->keys.at(name).versions;
+    auto match = version.empty() ? std::prev(versions.end())
+                                 : std::find_if(versions.begin(), versions.end(),
+                                                [&](const auto& v) { return v.first == version; });
+    if (match == versions.end()) {
+      throw std::out_of_range("key vault emulator: no version '" + version + "' of '" + name + "'");
+    }
+    key = match->second;
+  }
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (!bio || PEM_write_bio_PUBKEY(bio.get(), key.get()) != 1) {
+    throw std::runtime_error("key vault emulator: PEM_write_bio_PUBKEY failed");
+  }
+  char* data = nullptr;
+  long size = BIO_get_mem_data(bio.get(), &data);
+  return std::string(data, static_cast<std::size_t>(size));
+}
+
+std::string KeyVaultServer::key_id(const std::string& name, const std::string& version) const {
+  return impl_->key_id(name, version);
+}
+
+void KeyVaultServer::restrict(const std::string& name, std::set<std::string> client_ids) {
+  std::lock_guard lock(impl_->keys_mutex);
+  impl_->keys.at(name).allowed = std::move(client_ids);
+}
+
+void KeyVaultServer::grant(const std::string& name, const std::string& client_id) {
+  std::lock_guard lock(impl_->keys_mutex);
+  auto& allowed = impl_->keys.at(name).allowed;
+  if (allowed) allowed->insert(client_id);
+}
+
+void KeyVaultServer::unrestrict(const std::string& name) {
+  std::lock_guard lock(impl_->keys_mutex);
+  impl_->keys.at(name).allowed.reset();
+}
+
+bool KeyVaultServer::granted(const std::string& name, const std::string& client_id) const {
+  std::lock_guard lock(impl_->keys_mutex);
+  const auto& allowed = impl_->keys.at(name).allowed;
+  return !allowed || allowed->count(client_id) > 0;
+}
+
+void KeyVaultServer::inject(const std::string& fault_case, int times) {
+  if (!is_key_vault_fault_case(fault_case)) {
+    throw std::invalid_argument("key vault emulator: unknown fault case '" + fault_case + "'");
+  }
+  if (times <= 0) return;
+  std::lock_guard lock(impl_->faults_mutex);
+  impl_->faults.emplace_back(fault_case, times);
+}
+
+void KeyVaultServer::clear_faults() {
+  std::lock_guard lock(impl_->faults_mutex);
+  impl_->faults.clear();
+}
+
+void KeyVaultServer::set_response_delay(std::chrono::milliseconds delay) {
+  impl_->response_delay_ms = delay.count();
+}
+
+std::uint64_t KeyVaultServer::requests_served() const { return impl_->requests_served; }
+std::uint64_t KeyVaultServer::wrap_count() const { return impl_->wraps; }
+std::uint64_t KeyVaultServer::unwrap_count() const { return impl_->unwraps; }
+std::uint64_t KeyVaultServer::unauthorized_count() const { return impl_->unauthorized; }
+std::uint64_t KeyVaultServer::forbidden_count() const { return impl_->forbidden; }
+void KeyVaultServer::reset_counters() {
+  impl_->requests_served = 0;
+  impl_->wraps = 0;
+  impl_->unwraps = 0;
+  impl_->unauthorized = 0;
+  impl_->forbidden = 0;
+}
+const KeyVaultOptions& KeyVaultServer::options() const { return impl_->options; }
+
+}  // namespace azkms::emulator
