@@ -11,6 +11,8 @@
 //   bytes would pass it (chunked answers declare nothing).
 // - A 3xx answer aborts at the end of its headers: redirects are never followed, and nothing
 //   of their body is worth waiting for.
+// - No Accept-Encoding: bodies arrive as sent, so the cap counts real bytes and no
+//   decompression can inflate a small answer past it.
 // - Pinned mode (Service Fabric) keeps peer verification on but installs an OpenSSL verify
 //   callback that accepts the chain if and only if the leaf's SHA-1 thumbprint equals the pin;
 //   only the host name check is off, because the cluster certificate rarely names the node.
@@ -155,8 +157,8 @@ std::string hex_upper(const unsigned char* data, std::size_t n) {
 // Everything one exchange needs in its callbacks.
 struct Transfer {
   std::size_t max_bytes = 0;
+  bool head = false;  // a HEAD answer's Content-Length describes a body that never comes
   HttpResponse response;
-  bool in_final_headers = false;
   // Why the transfer was aborted by us, if it was.
   bool too_large = false;
   std::string declared_length;  // set when refused on Content-Length
@@ -206,7 +208,7 @@ size_t on_header(char* data, size_t size, size_t count, void* user) {
   if (colon == std::string_view::npos) return n;
   HttpHeader header{std::string(trim(content.substr(0, colon))),
                     std::string(trim(content.substr(colon + 1))), false};
-  if (iequals(header.name, "content-length") && !redirect_status) {
+  if (iequals(header.name, "content-length") && !redirect_status && !t.head) {
     unsigned long long length = 0;
     const auto& v = header.value;
     const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), length);
@@ -343,6 +345,7 @@ class CurlHttpClient final : public HttpClient {
 
     Transfer t;
     t.max_bytes = options.max_response_bytes;
+    t.head = request.method == "HEAD";
     if (options.pinned_sha1_thumbprint) {
       auto pin = normalize_sha1_thumbprint(*options.pinned_sha1_thumbprint);
       if (!pin) {
@@ -448,8 +451,6 @@ class CurlHttpClient final : public HttpClient {
     requests_.fetch_add(1, std::memory_order_relaxed);
     connections_opened_.fetch_add(static_cast<std::uint64_t>(std::max(connects, 0L)),
                                   std::memory_order_relaxed);
-    // The callbacks point into this frame: detach them before the handle is pooled.
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, nullptr);
     release(std::move(handle));
 
     if (t.redirect || (rc == CURLE_OK && status >= 300 && status < 400)) {
@@ -467,8 +468,8 @@ class CurlHttpClient final : public HttpClient {
       message +=
           t.declared_length.empty() ? "exceeded" : "declares " + t.declared_length + " bytes, over";
       message += " the cap of " + std::to_string(options.max_response_bytes) +
-                 " bytes; identity responses are small (a few kilobytes), so this is not an "
-                 "identity endpoint answering";
+                 " bytes; identity responses are small (a few kilobytes), so something other "
+                 "than an identity endpoint is probably answering at this address";
       throw Error(ErrorCode::kResponseTooLarge, std::move(message));
     }
     if (t.pin_mismatch) {
@@ -482,9 +483,10 @@ class CurlHttpClient final : public HttpClient {
         message += " after " + std::to_string(elapsed.count()) + " ms (budget " +
                    std::to_string(options.timeout.count()) + " ms)";
       }
+      // libcurl's own detail when it wrote one (it names addresses, never headers), else the
+      // generic text of the code.
       message += ": ";
-      message += curl_easy_strerror(rc);
-      if (error_buffer[0] != '\0') message += " (" + printable(error_buffer, 300) + ")";
+      message += error_buffer[0] != '\0' ? printable(error_buffer, 300) : curl_easy_strerror(rc);
       message += "; " + next_step(code);
       throw Error(code, std::move(message));
     }
@@ -522,7 +524,6 @@ class CurlHttpClient final : public HttpClient {
       if (!idle_.empty()) {
         EasyPtr h = std::move(idle_.back());
         idle_.pop_back();
-        curl_easy_reset(h.get());  // options only: idle connections stay
         return h;
       }
     }
@@ -532,6 +533,9 @@ class CurlHttpClient final : public HttpClient {
   }
 
   void release(EasyPtr h) {
+    // Options only (they point into the finished exchange); idle connections, the TLS session
+    // cache and the DNS cache stay with the handle.
+    curl_easy_reset(h.get());
     std::lock_guard lock(mutex_);
     if (idle_.size() < kMaxIdleHandles) idle_.push_back(std::move(h));
   }
