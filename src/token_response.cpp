@@ -59,12 +59,26 @@ std::optional<SystemTime> from_micros(Micros when) {
 template <class TimePoint>
 std::optional<TimePoint> parse_whole(const std::string& text, const char* format,
                                      std::chrono::minutes* offset = nullptr) {
+  // date.h has undefined behaviour on some malformed input: it negates an unset offset
+  // (INT64_MIN) when a sign is not followed by two digits ("+?05:30"), and casts NaN seconds
+  // to an integer after a byte outside ASCII ("08:00:\xF80Z"). No accepted shape has either.
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto byte = static_cast<unsigned char>(text[i]);
+    if (byte < 0x20 || byte >= 0x7f) return std::nullopt;
+    if ((text[i] == '+' || text[i] == '-') &&
+        (i + 2 >= text.size() || !std::isdigit(static_cast<unsigned char>(text[i + 1])) ||
+         !std::isdigit(static_cast<unsigned char>(text[i + 2])))) {
+      return std::nullopt;
+    }
+  }
   std::istringstream in(text);
   in.imbue(std::locale::classic());
   TimePoint when{};
   std::chrono::minutes parsed_offset{0};
   in >> date::parse(format, when, parsed_offset);
   if (in.fail() || in.peek() != std::char_traits<char>::eof()) return std::nullopt;
+  // Real offsets stay within a day; "+99:99" is not one.
+  if (std::chrono::abs(parsed_offset) > std::chrono::hours{18}) return std::nullopt;
   if (offset != nullptr) *offset = parsed_offset;
   return when;
 }
