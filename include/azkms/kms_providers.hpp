@@ -46,6 +46,7 @@
 #include <vector>
 
 #include "azkms/bson.hpp"
+#include "azkms/cache.hpp"
 #include "azkms/clock.hpp"
 #include "azkms/environment.hpp"
 #include "azkms/secret.hpp"
@@ -74,8 +75,10 @@ struct KmsProvidersOptions {
   std::shared_ptr<const Environment> environment;
   // HTTP client, clock and per-attempt timeout of managed identity sources.
   SourceContext context;
-  // Tokens are cached (refreshed ahead of expiry, single flight) unless this is false.
+  // Tokens are cached (refreshed ahead of expiry, single flight) unless this is false. One
+  // TokenCache serves every provider of the registry; its clock defaults to context.clock.
   bool cache = true;
+  CacheOptions cache_options;
   // Budget for obtaining a token when the caller has no deadline of its own (the libmongoc
   // callback). Overridden by "tokenTimeoutMs" in a JSON configuration.
   std::chrono::milliseconds token_timeout{10'000};
@@ -157,7 +160,8 @@ class KmsProviders {
   // Drops the provider's cached token so that the next token() fetches a new one (after Key
   // Vault answered 401 to it). A no-op for a provider that has no token yet.
   void invalidate(std::string_view name);
-  // Tokens obtained from the provider's source (not from the cache) so far.
+  // Tokens obtained from the provider's source (not from the cache) so far. The cache renews
+  // in the background, so this may grow without a call to token().
   [[nodiscard]] std::uint64_t fetch_count(std::string_view name) const;
 
   // {"<name>": {}, ...}: the on-demand configuration for libmongocrypt and libmongoc.

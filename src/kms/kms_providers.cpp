@@ -125,7 +125,8 @@ struct Entry {
 
 struct KmsProviders::Impl {
   KmsProvidersOptions options;
-  mutable std::shared_mutex mutex;  // guards `entries` (registration vs. lookups)
+  std::shared_ptr<TokenCache> cache;  // null when options.cache is false
+  mutable std::shared_mutex mutex;    // guards `entries` (registration vs. lookups)
   std::map<std::string, std::unique_ptr<Entry>, std::less<>> entries;
 
   Entry& find(std::string_view name) const {
@@ -159,8 +160,7 @@ struct KmsProviders::Impl {
 
   void bind(Entry& entry, std::shared_ptr<TokenSource> source) {
     entry.counted = std::make_shared<CountingSource>(std::move(source));
-    entry.provider = kms::make_token_provider(entry.counted, entry.request, options.cache,
-                                              options.context.clock);
+    entry.provider = kms::make_token_provider(entry.counted, entry.request, cache);
   }
 
   // The provider's token provider, creating its source on first use.
@@ -180,6 +180,10 @@ KmsProviders::KmsProviders(KmsProvidersOptions options) : impl_(std::make_unique
   if (!options.environment) options.environment = std::make_shared<ProcessEnvironment>();
   if (options.token_timeout.count() <= 0) {
     throw config_error("token timeout must be positive");
+  }
+  if (options.cache) {
+    if (options.cache_options.clock == nullptr) options.cache_options.clock = options.context.clock;
+    impl_->cache = std::make_shared<TokenCache>(options.cache_options);
   }
   impl_->options = std::move(options);
 }

@@ -1,8 +1,10 @@
-// TokenProvider: how the KMS layer gets a provider's token, with or without the cache. Internal.
+// TokenProvider: how the KMS layer gets a provider's token, through the shared TokenCache or,
+// for callers that cache themselves, straight from the source. Internal.
 #pragma once
 
 #include <memory>
 
+#include "azkms/cache.hpp"
 #include "azkms/clock.hpp"
 #include "azkms/source.hpp"
 #include "azkms/token.hpp"
@@ -18,9 +20,9 @@ class TokenProvider {
   virtual void invalidate() = 0;
 };
 
-// `cache`: false fetches on every call (for callers that cache themselves, and for tests).
+// `cache` null: every call fetches.
 std::shared_ptr<TokenProvider> make_token_provider(std::shared_ptr<TokenSource> source,
-                                                   TokenRequest request, bool cache,
-                                                   std::shared_ptr<Clock> clock);
+                                                   TokenRequest request,
+                                                   const std::shared_ptr<TokenCache>& cache);
 
 }  // namespace azkms::kms

@@ -1,0 +1,546 @@
+// CryptSession: the libmongocrypt state machine, driven to completion for one operation.
+//
+// Key Vault exchange. libmongocrypt hands over each request as raw HTTP/1.1 bytes and expects
+// raw response bytes back. We do not write those bytes to a socket ourselves: we read the
+// request into an HttpRequest value and send it with the project's HttpClient (libcurl: TLS
+// verification, CA file, per-attempt timeout, size cap, connection reuse). Two reasons:
+//  - libmongocrypt 1.7.2 treats any response it is fed as final (its retry API came in 1.11),
+//    so the status must be known before feeding: 408/429/5xx are retried here, 401 triggers a
+//    token refresh, and only a 200 reaches libmongocrypt;
+//  - tests can drive the whole session with an in-memory HttpClient.
+// The response fed back is rebuilt from the status and body libcurl parsed.
+#include "azkms/crypt_session.hpp"
+
+#include <mongocrypt/mongocrypt.h>
+
+#include <atomic>
+#include <charconv>
+#include <cstring>
+#include <functional>
+#include <nlohmann/json.hpp>
+
+#include "azkms/error.hpp"
+#include "azkms/log.hpp"
+#include "azkms/token_response.hpp"
+
+namespace azkms {
+namespace {
+
+constexpr std::size_t kMaxKmsResponseBytes = 1u << 20;
+
+struct CryptDeleter {
+  void operator()(mongocrypt_t* p) const noexcept { mongocrypt_destroy(p); }
+};
+struct CtxDeleter {
+  void operator()(mongocrypt_ctx_t* p) const noexcept { mongocrypt_ctx_destroy(p); }
+};
+using CtxPtr = std::unique_ptr<mongocrypt_ctx_t, CtxDeleter>;
+
+// A mongocrypt_binary_t viewing bytes we own (libmongocrypt copies what it keeps).
+class BinaryView {
+ public:
+  explicit BinaryView(std::span<const std::uint8_t> bytes)
+      : binary_(mongocrypt_binary_new_from_data(const_cast<std::uint8_t*>(bytes.data()),
+                                                static_cast<std::uint32_t>(bytes.size()))) {}
+  explicit BinaryView(const BsonDocument& doc) : BinaryView(doc.bytes()) {}
+  ~BinaryView() { mongocrypt_binary_destroy(binary_); }
+  BinaryView(const BinaryView&) = delete;
+  BinaryView& operator=(const BinaryView&) = delete;
+  [[nodiscard]] mongocrypt_binary_t* get() const noexcept { return binary_; }
+
+ private:
+  mongocrypt_binary_t* binary_;
+};
+
+// A mongocrypt_binary_t that libmongocrypt fills (valid until the next call on the context).
+class BinaryOut {
+ public:
+  BinaryOut() : binary_(mongocrypt_binary_new()) {}
+  ~BinaryOut() { mongocrypt_binary_destroy(binary_); }
+  BinaryOut(const BinaryOut&) = delete;
+  BinaryOut& operator=(const BinaryOut&) = delete;
+  [[nodiscard]] mongocrypt_binary_t* get() const noexcept { return binary_; }
+  [[nodiscard]] std::span<const std::uint8_t> bytes() const noexcept {
+    return {mongocrypt_binary_data(binary_), mongocrypt_binary_len(binary_)};
+  }
+  [[nodiscard]] BsonDocument document() const { return BsonDocument::from_bytes(bytes()); }
+
+ private:
+  mongocrypt_binary_t* binary_;
+};
+
+class Status {
+ public:
+  Status() : status_(mongocrypt_status_new()) {}
+  ~Status() { mongocrypt_status_destroy(status_); }
+  Status(const Status&) = delete;
+  Status& operator=(const Status&) = delete;
+  [[nodiscard]] mongocrypt_status_t* get() const noexcept { return status_; }
+  [[nodiscard]] std::string message() const {
+    const char* text = mongocrypt_status_message(status_, nullptr);
+    return text != nullptr && *text != '\0' ? text : "no detail";
+  }
+
+ private:
+  mongocrypt_status_t* status_;
+};
+
+Error ctx_error(mongocrypt_ctx_t* ctx, const std::string& what,
+                ErrorCode code = ErrorCode::kCrypt) {
+  Status status;
+  mongocrypt_ctx_status(ctx, status.get());
+  return Error(code, what + ": libmongocrypt: " + status.message());
+}
+
+void check(bool ok, mongocrypt_ctx_t* ctx, const std::string& what,
+           ErrorCode code = ErrorCode::kCrypt) {
+  if (!ok) throw ctx_error(ctx, what, code);
+}
+
+BsonDocument value_document(const BsonValue& value) {
+  bson_t doc = BSON_INITIALIZER;
+  bson_append_value(&doc, "v", 1, &value.get());
+  BsonDocument result(&doc);
+  bson_destroy(&doc);
+  return result;
+}
+
+BsonValue value_of(const BsonDocument& doc) {
+  bson_iter_t iter;
+  if (!bson_iter_init_find(&iter, doc.get(), "v")) {
+    throw Error(ErrorCode::kCrypt, "libmongocrypt returned a document without \"v\"");
+  }
+  return BsonValue(*bson_iter_value(&iter));
+}
+
+// libmongocrypt's request bytes as an HttpRequest. Host, Content-Length and Connection are left
+// to libcurl, which derives them from the URL and body (and keeps the connection for reuse).
+HttpRequest parse_kms_request(std::string_view bytes, const std::string& endpoint) {
+  const auto head_end = bytes.find("\r\n\r\n");
+  if (head_end == std::string_view::npos) {
+    throw Error(ErrorCode::kKms, "libmongocrypt built a Key Vault request without a header end");
+  }
+  std::string_view head = bytes.substr(0, head_end);
+  HttpRequest request;
+  request.body = std::string(bytes.substr(head_end + 4));
+
+  auto next_line = [&head]() {
+    const auto eol = head.find("\r\n");
+    std::string_view line = head.substr(0, eol);
+    head = eol == std::string_view::npos ? std::string_view() : head.substr(eol + 2);
+    return line;
+  };
+  const std::string_view request_line = next_line();
+  const auto space1 = request_line.find(' ');
+  const auto space2 = request_line.rfind(' ');
+  if (space1 == std::string_view::npos || space2 <= space1) {
+    throw Error(ErrorCode::kKms, "libmongocrypt built a Key Vault request with no request line");
+  }
+  request.method = std::string(request_line.substr(0, space1));
+  request.url =
+      "https://" + endpoint + std::string(request_line.substr(space1 + 1, space2 - space1 - 1));
+
+  while (!head.empty()) {
+    const std::string_view line = next_line();
+    const auto colon = line.find(':');
+    if (colon == std::string_view::npos) continue;
+    std::string name(line.substr(0, colon));
+    std::string_view value = line.substr(colon + 1);
+    while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+    std::string lower = name;
+    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (lower == "host" || lower == "content-length" || lower == "connection") continue;
+    request.headers.push_back({name, std::string(value), lower == "authorization"});
+  }
+  return request;
+}
+
+// The response as libmongocrypt's HTTP parser expects it.
+std::string kms_response_bytes(const HttpResponse& response) {
+  std::string bytes = "HTTP/1.1 " + std::to_string(response.status) + " OK\r\n";
+  bytes += "Content-Type: application/json\r\n";
+  bytes += "Content-Length: " + std::to_string(response.body.size()) + "\r\n\r\n";
+  bytes += response.body;
+  return bytes;
+}
+
+// The Key Vault error code ({"error": {"code": "Forbidden", ...}}), stable and short.
+std::string key_vault_error_code(const std::string& body) {
+  auto json = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (!json.is_object()) return {};
+  auto error = json.find("error");
+  if (error == json.end() || !error->is_object()) return {};
+  auto code = error->find("code");
+  if (code == error->end() || !code->is_string()) return {};
+  return body_excerpt(code->get<std::string>(), 64);
+}
+
+std::string url_without_query(const std::string& url) { return url.substr(0, url.find('?')); }
+
+// Thrown inside one pass when Key Vault refused the token; the caller refreshes and retries.
+struct Unauthorized {
+  std::string url;
+  std::string excerpt;
+};
+
+std::optional<std::pair<int, int>> parse_version(std::string_view version) {
+  int major = 0;
+  int minor = 0;
+  auto [p1, e1] = std::from_chars(version.data(), version.data() + version.size(), major);
+  if (e1 != std::errc() || p1 == version.data() + version.size() || *p1 != '.') {
+    return std::nullopt;
+  }
+  auto [p2, e2] = std::from_chars(p1 + 1, version.data() + version.size(), minor);
+  if (e2 != std::errc()) return std::nullopt;
+  return std::pair{major, minor};
+}
+
+}  // namespace
+
+std::string_view to_string(Algorithm algorithm) noexcept {
+  switch (algorithm) {
+    case Algorithm::kDeterministic:
+      return "AEAD_AES_256_CBC_HMAC_SHA_512-Deterministic";
+    case Algorithm::kRandom:
+      return "AEAD_AES_256_CBC_HMAC_SHA_512-Random";
+  }
+  return "unknown";
+}
+
+std::string CryptSession::libmongocrypt_version() { return mongocrypt_version(nullptr); }
+
+struct CryptSession::Impl {
+  CryptSessionOptions options;
+  std::unique_ptr<mongocrypt_t, CryptDeleter> crypt;
+
+  std::atomic<std::uint64_t> credential_requests{0};
+  std::atomic<std::uint64_t> kms_requests{0};
+  std::atomic<std::uint64_t> kms_retries{0};
+  std::atomic<std::uint64_t> unauthorized_retries{0};
+  std::atomic<std::uint64_t> key_vault_reads{0};
+
+  Deadline deadline_or_default(std::optional<Deadline> deadline) const {
+    return deadline ? *deadline : options.clock->steady_now() + options.operation_timeout;
+  }
+
+  // Runs the operation; after a 401 from Key Vault, drops the token and runs it once more
+  // from a new context (libmongocrypt 1.7.2 cannot resend a request with another token).
+  BsonDocument run(const std::function<CtxPtr()>& make_ctx, Deadline deadline) {
+    try {
+      return run_once(make_ctx(), deadline);
+    } catch (const Unauthorized& first) {
+      log(LogLevel::kWarning, "Key Vault " + first.url +
+                                  " answered 401 to the cached token; fetching a new token "
+                                  "and trying the operation once more");
+      options.providers->invalidate(kAzureProvider);
+      unauthorized_retries.fetch_add(1, std::memory_order_relaxed);
+    }
+    try {
+      return run_once(make_ctx(), deadline);
+    } catch (const Unauthorized& second) {
+      throw Error(ErrorCode::kKms,
+                  "Key Vault answered 401 to a freshly fetched token too; check that the token's "
+                  "resource is https://vault.azure.net and that the vault trusts its tenant (" +
+                      options.providers->describe(kAzureProvider) +
+                      "); response: " + second.excerpt)
+          .with_endpoint(second.url)
+          .with_http_status(401);
+    }
+  }
+
+  BsonDocument run_once(CtxPtr ctx_owner, Deadline deadline) {
+    mongocrypt_ctx_t* ctx = ctx_owner.get();
+    for (;;) {
+      switch (mongocrypt_ctx_state(ctx)) {
+        case MONGOCRYPT_CTX_NEED_MONGO_COLLINFO:
+        case MONGOCRYPT_CTX_NEED_MONGO_MARKINGS:
+          throw Error(ErrorCode::kUnsupported,
+                      "automatic encryption needs a MongoDB connection; CryptSession does "
+                      "explicit encryption only (use the C API with libmongoc instead)");
+        case MONGOCRYPT_CTX_NEED_MONGO_KEYS:
+          answer_keys(ctx, deadline);
+          break;
+        case MONGOCRYPT_CTX_NEED_KMS_CREDENTIALS:
+          answer_credentials(ctx, deadline);
+          break;
+        case MONGOCRYPT_CTX_NEED_KMS:
+          answer_kms(ctx, deadline);
+          break;
+        case MONGOCRYPT_CTX_READY: {
+          BinaryOut out;
+          check(mongocrypt_ctx_finalize(ctx, out.get()), ctx, "finalizing");
+          return out.document();
+        }
+        case MONGOCRYPT_CTX_DONE:
+          return BsonDocument();
+        case MONGOCRYPT_CTX_ERROR:
+        default:
+          throw ctx_error(ctx, "operation failed");
+      }
+    }
+  }
+
+  void answer_keys(mongocrypt_ctx_t* ctx, Deadline deadline) {
+    BinaryOut filter;
+    check(mongocrypt_ctx_mongo_op(ctx, filter.get()), ctx, "reading the key filter");
+    const KeyQuery query = KeyQuery::from_filter(filter.document());
+    key_vault_reads.fetch_add(1, std::memory_order_relaxed);
+    for (const auto& key : options.key_vault->find(query, deadline)) {
+      BinaryView view(key);
+      check(mongocrypt_ctx_mongo_feed(ctx, view.get()), ctx,
+            "data key " + DataKeyId::of(key).to_string() + " from " +
+                options.key_vault->describe() + " was refused",
+            ErrorCode::kKeyVault);
+    }
+    check(mongocrypt_ctx_mongo_done(ctx), ctx,
+          "data keys missing from " + options.key_vault->describe(), ErrorCode::kKeyVault);
+  }
+
+  void answer_credentials(mongocrypt_ctx_t* ctx, Deadline deadline) {
+    credential_requests.fetch_add(1, std::memory_order_relaxed);
+    const KmsProvidersDocument document =
+        options.providers->credentials({kAzureProvider}, deadline);
+    BinaryView view(document.bson());
+    check(mongocrypt_ctx_provide_kms_providers(ctx, view.get()), ctx,
+          "providing Azure credentials");
+  }
+
+  void answer_kms(mongocrypt_ctx_t* ctx, Deadline deadline) {
+    while (mongocrypt_kms_ctx_t* kms = mongocrypt_ctx_next_kms_ctx(ctx)) {
+      const char* endpoint_text = nullptr;
+      if (!mongocrypt_kms_ctx_endpoint(kms, &endpoint_text) || endpoint_text == nullptr) {
+        throw Error(ErrorCode::kKms, "libmongocrypt gave a Key Vault request without endpoint");
+      }
+      const std::string endpoint = endpoint_text;
+      BinaryOut message;
+      if (!mongocrypt_kms_ctx_message(kms, message.get())) {
+        throw Error(ErrorCode::kKms, "libmongocrypt gave no Key Vault request for " + endpoint);
+      }
+      const auto bytes = message.bytes();
+      const HttpRequest request = parse_kms_request(
+          std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), endpoint);
+      const std::string url = url_without_query(request.url);
+
+      HttpOptions http_options;
+      http_options.max_response_bytes = kMaxKmsResponseBytes;
+      http_options.ca_file = options.ca_file;
+      int attempts = 0;
+      HttpResponse response;
+      try {
+        response = run_with_retries(
+            options.kms_retry, *options.clock, deadline, options.kms_attempt_timeout,
+            [&](std::chrono::milliseconds budget) {
+              kms_requests.fetch_add(1, std::memory_order_relaxed);
+              http_options.timeout = budget;
+              return options.http->send(request, http_options);
+            },
+            &attempts);
+      } catch (Error& e) {
+        if (attempts > 1) kms_retries.fetch_add(attempts - 1, std::memory_order_relaxed);
+        if (e.endpoint().empty()) e.with_endpoint(url);
+        throw;
+      }
+      if (attempts > 1) kms_retries.fetch_add(attempts - 1, std::memory_order_relaxed);
+
+      const std::string excerpt = body_excerpt(response.body);
+      if (response.status == 401) throw Unauthorized{url, excerpt};
+      if (response.status != 200) {
+        const std::string code = key_vault_error_code(response.body);
+        std::string advice;
+        if (response.status == 403) {
+          advice = "; the identity (" + options.providers->describe(kAzureProvider) +
+                   ") is not allowed to use this key: grant it wrapKey and unwrapKey (the Key "
+                   "Vault Crypto User role)";
+        } else if (response.status == 404) {
+          advice = "; check keyVaultEndpoint, keyName and keyVersion";
+        }
+        throw Error(ErrorCode::kKms, "Key Vault answered " + std::to_string(response.status) +
+                                         (code.empty() ? "" : " (" + code + ")") + advice +
+                                         "; response: " + excerpt)
+            .with_endpoint(url)
+            .with_http_status(response.status)
+            .with_attempts(attempts);
+      }
+
+      const std::string reply = kms_response_bytes(response);
+      std::size_t offset = 0;
+      while (mongocrypt_kms_ctx_bytes_needed(kms) > 0) {
+        if (offset >= reply.size()) {
+          throw Error(ErrorCode::kKms, "Key Vault's response ended early").with_endpoint(url);
+        }
+        const std::size_t chunk =
+            std::min<std::size_t>(mongocrypt_kms_ctx_bytes_needed(kms), reply.size() - offset);
+        BinaryView view(std::span<const std::uint8_t>(
+            reinterpret_cast<const std::uint8_t*>(reply.data()) + offset, chunk));
+        if (!mongocrypt_kms_ctx_feed(kms, view.get())) {
+          Status status;
+          mongocrypt_kms_ctx_status(kms, status.get());
+          throw Error(ErrorCode::kKms, "libmongocrypt refused Key Vault's response: " +
+                                           body_excerpt(status.message()))
+              .with_endpoint(url);
+        }
+        offset += chunk;
+      }
+    }
+    check(mongocrypt_ctx_kms_done(ctx), ctx, "completing the Key Vault exchange", ErrorCode::kKms);
+  }
+};
+
+CryptSession::CryptSession(CryptSessionOptions options) : impl_(std::make_unique<Impl>()) {
+  if (!options.providers) throw Error(ErrorCode::kConfiguration, "CryptSession needs providers");
+  if (!options.key_vault) throw Error(ErrorCode::kConfiguration, "CryptSession needs a key vault");
+  if (!options.providers->contains(kAzureProvider)) {
+    throw Error(ErrorCode::kConfiguration,
+                "CryptSession answers libmongocrypt's on-demand credential requests from the "
+                "provider \"azure\", which is not registered");
+  }
+  if (!options.http) options.http = make_curl_http_client();
+  if (!options.clock) options.clock = Clock::system();
+  impl_->options = std::move(options);
+
+  impl_->crypt.reset(mongocrypt_new());
+  mongocrypt_t* crypt = impl_->crypt.get();
+  const std::string azure(kAzureProvider);
+  const BsonDocument on_demand =
+      impl_->options.providers->on_demand_document(std::span<const std::string>(&azure, 1));
+  BinaryView view(on_demand);
+  Status status;
+  mongocrypt_setopt_use_need_kms_credentials_state(crypt);
+  if (!mongocrypt_setopt_kms_providers(crypt, view.get()) || !mongocrypt_init(crypt)) {
+    mongocrypt_status(crypt, status.get());
+    throw Error(ErrorCode::kCrypt, "cannot initialise libmongocrypt " + libmongocrypt_version() +
+                                       ": " + status.message());
+  }
+}
+
+CryptSession::~CryptSession() = default;
+
+DataKeyId CryptSession::create_data_key(const AzureMasterKey& master_key,
+                                        const std::vector<std::string>& key_alt_names,
+                                        std::optional<Deadline> deadline_option) {
+  if (master_key.provider != kAzureProvider) {
+    if (!is_named_provider(master_key.provider)) {
+      throw Error(ErrorCode::kConfiguration,
+                  "master key provider \"" + master_key.provider +
+                      "\" is not an Azure provider (\"azure\" or \"azure:<name>\")");
+    }
+    const std::string version = libmongocrypt_version();
+    const auto parsed = parse_version(version);
+    const bool has_named = parsed && (*parsed >= std::pair{1, 9});
+    throw Error(ErrorCode::kUnsupported,
+                "KMS provider \"" + master_key.provider + "\" is a named provider: " +
+                    (has_named ? "libmongocrypt " + version + " knows named providers, but "
+                               : "named KMS providers need libmongocrypt >= 1.9 (this process "
+                                 "has " +
+                                     version + "), and even there ") +
+                    "on-demand credentials for them would need libmongocrypt to track the need "
+                    "per provider name instead of per type. Use \"azure\" with on-demand "
+                    "credentials, or KmsProviders::credentials() to pass named credentials up "
+                    "front with libmongocrypt >= 1.9");
+  }
+  if (master_key.key_vault_endpoint.empty() || master_key.key_name.empty()) {
+    throw Error(ErrorCode::kConfiguration,
+                "an Azure master key needs keyVaultEndpoint and keyName");
+  }
+  const Deadline deadline = impl_->deadline_or_default(deadline_option);
+
+  bson_t kek = BSON_INITIALIZER;
+  BSON_APPEND_UTF8(&kek, "provider", master_key.provider.c_str());
+  BSON_APPEND_UTF8(&kek, "keyVaultEndpoint", master_key.key_vault_endpoint.c_str());
+  BSON_APPEND_UTF8(&kek, "keyName", master_key.key_name.c_str());
+  if (!master_key.key_version.empty()) {
+    BSON_APPEND_UTF8(&kek, "keyVersion", master_key.key_version.c_str());
+  }
+  const BsonDocument master(&kek);
+  bson_destroy(&kek);
+
+  const BsonDocument key = impl_->run(
+      [&] {
+        CtxPtr ctx(mongocrypt_ctx_new(impl_->crypt.get()));
+        BinaryView kek_view(master);
+        check(mongocrypt_ctx_setopt_key_encryption_key(ctx.get(), kek_view.get()), ctx.get(),
+              "invalid Azure master key", ErrorCode::kConfiguration);
+        for (const auto& name : key_alt_names) {
+          bson_t* alt = BCON_NEW("keyAltName", BCON_UTF8(name.c_str()));
+          const BsonDocument alt_doc(alt);
+          bson_destroy(alt);
+          BinaryView alt_view(alt_doc);
+          check(mongocrypt_ctx_setopt_key_alt_name(ctx.get(), alt_view.get()), ctx.get(),
+                "invalid keyAltName \"" + name + "\"", ErrorCode::kConfiguration);
+        }
+        check(mongocrypt_ctx_datakey_init(ctx.get()), ctx.get(), "starting data key creation");
+        return ctx;
+      },
+      deadline);
+  impl_->options.key_vault->insert(key, deadline);
+  return DataKeyId::of(key);
+}
+
+BsonValue CryptSession::encrypt(const BsonValue& value, const DataKeyId& key, Algorithm algorithm,
+                                std::optional<Deadline> deadline) {
+  const BsonDocument input = value_document(value);
+  return value_of(impl_->run(
+      [&] {
+        CtxPtr ctx(mongocrypt_ctx_new(impl_->crypt.get()));
+        BinaryView id(key.bytes);
+        check(mongocrypt_ctx_setopt_key_id(ctx.get(), id.get()), ctx.get(), "key id");
+        check(mongocrypt_ctx_setopt_algorithm(ctx.get(), to_string(algorithm).data(), -1),
+              ctx.get(), "algorithm");
+        BinaryView in(input);
+        check(mongocrypt_ctx_explicit_encrypt_init(ctx.get(), in.get()), ctx.get(),
+              "starting encryption");
+        return ctx;
+      },
+      impl_->deadline_or_default(deadline)));
+}
+
+BsonValue CryptSession::encrypt(const BsonValue& value, std::string_view key_alt_name,
+                                Algorithm algorithm, std::optional<Deadline> deadline) {
+  const BsonDocument input = value_document(value);
+  const std::string name(key_alt_name);
+  return value_of(impl_->run(
+      [&] {
+        CtxPtr ctx(mongocrypt_ctx_new(impl_->crypt.get()));
+        bson_t* alt = BCON_NEW("keyAltName", BCON_UTF8(name.c_str()));
+        const BsonDocument alt_doc(alt);
+        bson_destroy(alt);
+        BinaryView alt_view(alt_doc);
+        check(mongocrypt_ctx_setopt_key_alt_name(ctx.get(), alt_view.get()), ctx.get(),
+              "keyAltName", ErrorCode::kConfiguration);
+        check(mongocrypt_ctx_setopt_algorithm(ctx.get(), to_string(algorithm).data(), -1),
+              ctx.get(), "algorithm");
+        BinaryView in(input);
+        check(mongocrypt_ctx_explicit_encrypt_init(ctx.get(), in.get()), ctx.get(),
+              "starting encryption");
+        return ctx;
+      },
+      impl_->deadline_or_default(deadline)));
+}
+
+BsonValue CryptSession::decrypt(const BsonValue& ciphertext, std::optional<Deadline> deadline) {
+  if (ciphertext.binary_subtype() != BSON_SUBTYPE_ENCRYPTED) {
+    throw Error(ErrorCode::kCrypt, "only BSON binary subtype 6 values can be decrypted");
+  }
+  const BsonDocument input = value_document(ciphertext);
+  return value_of(impl_->run(
+      [&] {
+        CtxPtr ctx(mongocrypt_ctx_new(impl_->crypt.get()));
+        BinaryView in(input);
+        check(mongocrypt_ctx_explicit_decrypt_init(ctx.get(), in.get()), ctx.get(),
+              "starting decryption");
+        return ctx;
+      },
+      impl_->deadline_or_default(deadline)));
+}
+
+CryptStats CryptSession::stats() const {
+  CryptStats s;
+  s.credential_requests = impl_->credential_requests.load(std::memory_order_relaxed);
+  s.kms_requests = impl_->kms_requests.load(std::memory_order_relaxed);
+  s.kms_retries = impl_->kms_retries.load(std::memory_order_relaxed);
+  s.unauthorized_retries = impl_->unauthorized_retries.load(std::memory_order_relaxed);
+  s.key_vault_reads = impl_->key_vault_reads.load(std::memory_order_relaxed);
+  return s;
+}
+
+}  // namespace azkms
