@@ -17,8 +17,6 @@
 #include <atomic>
 #include <cctype>
 #include <charconv>
-#include <condition_variable>
-#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -30,6 +28,8 @@
 #include <utility>
 
 #include "certificate_authority.hpp"
+#include "faults.hpp"
+#include "http_faults.hpp"
 
 namespace azkms::emulator {
 namespace {
@@ -38,9 +38,7 @@ using json = nlohmann::json;
 using namespace std::chrono_literals;
 
 constexpr const char* kJson = "application/json; charset=utf-8";
-constexpr const char* kTestParamsHeader = "X-MongoDB-HTTP-TestParams";
 constexpr const char* kCaFileName = "key-vault-ca.pem";
-constexpr std::size_t kGiantBodySize = 24u * 1024 * 1024;
 // Key Vault's data-plane versions; libmongocrypt 1.7.2 sends 7.1.
 constexpr std::string_view kApiVersions[] = {"2016-10-01", "7.0", "7.1", "7.2",
                                              "7.3",        "7.4", "7.5", "7.6"};
@@ -187,20 +185,6 @@ std::optional<int> fault_status(std::string_view fault_case) {
   return status;
 }
 
-// "case=slow" (other '&'-separated parameters ignored) -> "slow"; "" when absent.
-std::string test_case_parameter(const std::string& header) {
-  std::string_view rest = header;
-  while (!rest.empty()) {
-    std::size_t amp = rest.find('&');
-    std::string_view item = rest.substr(0, amp);
-    rest = amp == std::string_view::npos ? std::string_view{} : rest.substr(amp + 1);
-    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
-    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
-    if (item.substr(0, 5) == "case=") return std::string(item.substr(5));
-  }
-  return {};
-}
-
 bool iequals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
            return std::tolower(static_cast<unsigned char>(x)) ==
@@ -261,8 +245,8 @@ enum class Operation { kWrap, kUnwrap };
 
 bool is_key_vault_fault_case(std::string_view fault_case) {
   return fault_status(fault_case).has_value() ||
-         std::find(std::begin(kFaultCases), std::end(kFaultCases), fault_case) !=
-             std::end(kFaultCases);
+         std::find(std::begin(kKeyVaultFaultCases), std::end(kKeyVaultFaultCases), fault_case) !=
+             std::end(kKeyVaultFaultCases);
 }
 
 struct KeyVaultServer::Impl {
@@ -330,23 +314,8 @@ struct KeyVaultServer::Impl {
     return "https://" + endpoint() + "/keys/" + name + "/" + version;
   }
 
-  // Waits `delay` unless stop() comes first; true when stop() came.
-  bool pause(std::chrono::milliseconds delay) {
-    std::unique_lock lock(stop_mutex);
-    return stop_cv.wait_for(lock, delay, [this] { return stopping; });
-  }
-  bool stopping_now() {
-    std::lock_guard lock(stop_mutex);
-    return stopping;
-  }
-
-  std::string next_injected_fault() {
-    std::lock_guard lock(faults_mutex);
-    while (!faults.empty() && faults.front().second <= 0) faults.pop_front();
-    if (faults.empty()) return {};
-    std::string fault_case = faults.front().first;
-    if (--faults.front().second == 0) faults.pop_front();
-    return fault_case;
+  void log(const std::string& line) const {
+    if (options.log) options.log("Key Vault: " + line);
   }
 
   static void set_json(httplib::Response& res, int status, const std::string& body) {
@@ -370,93 +339,57 @@ struct KeyVaultServer::Impl {
   void serve(const httplib::Request& req, httplib::Response& res, Answer&& answer) {
     ++requests_served;
     auto delay = std::chrono::milliseconds(response_delay_ms.load());
-    if (delay > 0ms && pause(delay)) {
-      return set_error(res, 503, "The key vault emulator is stopping.");
+    if (delay > 0ms && !stop_signal.sleep_for(delay)) {
+      set_error(res, 503, "The key vault emulator is stopping.");
+      return;
     }
 
-    std::string fault_case;
-    if (req.has_header(kTestParamsHeader)) {
-      fault_case = test_case_parameter(req.get_header_value(kTestParamsHeader));
-      if (!fault_case.empty() && !is_key_vault_fault_case(fault_case)) {
-        set_error(res, 400, "Unknown X-MongoDB-HTTP-TestParams case '" + fault_case + "'.");
-        fault_case.clear();
+    // The header first, then the injected queue, as the identity endpoints do.
+    std::optional<std::string> fault_case;
+    const std::string header(kTestParamsHeader);
+    if (req.has_header(header)) {
+      fault_case = test_params_case(req.get_header_value(header));
+      if (fault_case && !is_key_vault_fault_case(*fault_case)) {
+        set_error(res, 400, "Unknown X-MongoDB-HTTP-TestParams case '" + *fault_case + "'.");
+        log("400 unknown test case '" + *fault_case + "'");
         return;
       }
     }
-    if (fault_case.empty()) fault_case = next_injected_fault();
-    if (fault_case.empty()) {
-      answer();
+    if (!fault_case) fault_case = faults.take([](std::string_view) { return true; });
+    if (fault_case) {
+      log(req.method + " " + req.path + ": fault '" + *fault_case + "'");
+      apply_fault(*fault_case, req, res);
     } else {
-      apply_fault(fault_case, res);
+      answer();
     }
     if (res.status == 401) ++unauthorized;
     if (res.status == 403) ++forbidden;
   }
 
-  void apply_fault(const std::string& fault_case, httplib::Response& res) {
+  void apply_fault(const std::string& fault_case, const httplib::Request& req,
+                   httplib::Response& res) {
     if (auto status = fault_status(fault_case)) {
       set_error(res, *status, "Fault injected by the key vault emulator: HTTP " + fault_case + ".",
                 *status == 403 ? "ForbiddenByPolicy" : "");
       return;
     }
     const std::string kid = key_id("injected", std::string(32, '0'));
-    if (fault_case == "bad-json") {
-      set_json(res, 200, R"({"key": })");
-    } else if (fault_case == "empty-json") {
-      set_json(res, 200, "{}");
-    } else if (fault_case == "truncated") {
+    if (fault_case == "truncated") {
       std::string whole = json{{"kid", kid}, {"value", std::string(342, 'A')}}.dump();
       set_json(res, 200, whole.substr(0, whole.size() / 2));
-    } else if (fault_case == "html") {
-      res.status = 200;
-      res.set_content(
-          "<!DOCTYPE html><html><head><title>Sign in</title></head>"
-          "<body><p>Proxy authentication required.</p></body></html>",
-          "text/html");
     } else if (fault_case == "bad-value") {
       set_json(res, 200, json{{"kid", kid}, {"value", "not*base64url!"}}.dump());
-    } else if (fault_case == "slow") {
-      res.status = 200;
-      res.set_chunked_content_provider("application/json",
-                                       [this](std::size_t offset, httplib::DataSink& sink) {
-                                         if (offset == 0) return sink.write("[", 1);
-                                         if (pause(1s) || !sink.is_writable()) return false;
-                                         return sink.write("0,", 2);
-                                       });
-    } else if (fault_case == "reset") {
-      auto body = std::make_shared<std::string>(
-          json{{"kid", kid}, {"value", std::string(342, 'A')}}.dump());
-      res.status = 200;
-      res.set_content_provider(body->size(), "application/json",
-                               [body](std::size_t offset, std::size_t, httplib::DataSink& sink) {
-                                 if (offset == 0) sink.write(body->data(), body->size() / 2);
-                                 return false;  // abandons the response: connection closed
-                               });
-    } else if (fault_case == "giant") {
-      const std::string prefix = R"({"kid":")" + kid + R"(","value":")";
-      const std::string suffix = "\"}";
-      const std::size_t total = kGiantBodySize;
-      res.status = 200;
-      res.set_content_provider(
-          total, "application/json",
-          [this, prefix, suffix, total](std::size_t offset, std::size_t length,
-                                        httplib::DataSink& sink) {
-            if (stopping_now()) return false;
-            const std::size_t end = offset + std::min<std::size_t>(length, 64 * 1024);
-            std::string chunk(end - offset, 'A');
-            for (std::size_t i = offset; i < std::min(end, prefix.size()); ++i) {
-              chunk[i - offset] = prefix[i];
-            }
-            for (std::size_t i = std::max(offset, total - suffix.size()); i < end; ++i) {
-              chunk[i - offset] = suffix[i - (total - suffix.size())];
-            }
-            return sink.write(chunk.data(), chunk.size());
-          });
+    } else {
+      // Shared with the identity endpoints: malformed bodies, slow, giant, reset, close...
+      TransportFaultContext context{&stop_signal, "https://" + endpoint() + "/redirect-target"};
+      apply_transport_fault(fault_case, req, res, context);
     }
   }
 
+  // `client_id`: set to the caller's identity once its token is accepted (for the log).
   void handle_operation(const httplib::Request& req, httplib::Response& res, Operation operation,
-                        const std::string& name, const std::string& requested_version) {
+                        const std::string& name, const std::string& requested_version,
+                        std::string& client_id) {
     const char* operation_name = operation == Operation::kWrap ? "wrapKey" : "unwrapKey";
 
     if (!req.has_param("api-version")) {
@@ -489,6 +422,7 @@ struct KeyVaultServer::Impl {
                        "The bearer token was issued for '" + issued->resource + "', not for " +
                            std::string(kResource) + ".");
     }
+    client_id = issued->client_id;
 
     if (!valid_key_name(name)) {
       return set_error(res, 400, "The key name '" + name + "' is not a valid Key Vault name.");
@@ -577,8 +511,22 @@ struct KeyVaultServer::Impl {
     auto operation_route = [this](Operation operation, bool with_version) {
       return [this, operation, with_version](const httplib::Request& req, httplib::Response& res) {
         serve(req, res, [&] {
-          handle_operation(req, res, operation, req.matches[1].str(),
-                           with_version ? req.matches[2].str() : std::string());
+          const std::string name = req.matches[1].str();
+          const std::string version = with_version ? req.matches[2].str() : std::string();
+          std::string client_id;
+          handle_operation(req, res, operation, name, version, client_id);
+          if (!options.log) return;
+          std::string line =
+              std::string(operation == Operation::kWrap ? "wrapkey " : "unwrapkey ") + name + "/" +
+              (version.empty() ? "(latest)" : version) + ": " + std::to_string(res.status);
+          if (!client_id.empty()) line += " for client id " + client_id;
+          if (res.status != 200) {
+            const json error = json::parse(res.body, nullptr, false);
+            if (error.is_object() && error.contains("error")) {
+              line += ": " + error["error"].value("message", std::string());
+            }
+          }
+          log(line);
         });
       };
     };
@@ -612,10 +560,7 @@ struct KeyVaultServer::Impl {
   void start() {
     std::lock_guard lifecycle(lifecycle_mutex);
     if (server) return;
-    {
-      std::lock_guard lock(stop_mutex);
-      stopping = false;
-    }
+    stop_signal.reset();
     auto fresh =
         std::make_unique<httplib::SSLServer>([this](SSL_CTX& ctx) { return configure_tls(ctx); });
     if (!fresh->is_valid()) {
@@ -639,16 +584,13 @@ struct KeyVaultServer::Impl {
     // Server::stop() is a no-op until the accept loop runs: wait for it so stop() cannot race.
     while (!fresh->is_running() && !finished->load()) std::this_thread::sleep_for(1ms);
     server = std::move(fresh);
+    log("listening on https://" + endpoint() + " (CA certificate " + ca_file + ")");
   }
 
   void stop() {
     std::lock_guard lifecycle(lifecycle_mutex);
     if (!server) return;
-    {
-      std::lock_guard lock(stop_mutex);
-      stopping = true;
-    }
-    stop_cv.notify_all();
+    stop_signal.trigger();
     server->stop();
     if (thread.joinable()) thread.join();
     server.reset();
@@ -667,8 +609,7 @@ struct KeyVaultServer::Impl {
   mutable std::mutex keys_mutex;
   std::map<std::string, Key> keys;
 
-  std::mutex faults_mutex;
-  std::deque<std::pair<std::string, int>> faults;
+  FaultQueue faults;
   std::atomic<std::int64_t> response_delay_ms;
 
   std::mutex lifecycle_mutex;
@@ -676,9 +617,7 @@ struct KeyVaultServer::Impl {
   std::thread thread;
   std::atomic<int> port{0};
 
-  std::mutex stop_mutex;
-  std::condition_variable stop_cv;
-  bool stopping = false;
+  StopSignal stop_signal;
 
   std::atomic<std::uint64_t> requests_served{0};
   std::atomic<std::uint64_t> wraps{0};
@@ -798,15 +737,10 @@ void KeyVaultServer::inject(const std::string& fault_case, int times) {
   if (!is_key_vault_fault_case(fault_case)) {
     throw std::invalid_argument("key vault emulator: unknown fault case '" + fault_case + "'");
   }
-  if (times <= 0) return;
-  std::lock_guard lock(impl_->faults_mutex);
-  impl_->faults.emplace_back(fault_case, times);
+  impl_->faults.push(fault_case, times);
 }
 
-void KeyVaultServer::clear_faults() {
-  std::lock_guard lock(impl_->faults_mutex);
-  impl_->faults.clear();
-}
+void KeyVaultServer::clear_faults() { impl_->faults.clear(); }
 
 void KeyVaultServer::set_response_delay(std::chrono::milliseconds delay) {
   impl_->response_delay_ms = delay.count();

@@ -12,13 +12,14 @@
 //   400 BadParameter for a missing api-version, another algorithm, bad base64url or a value
 //   that does not decrypt. Errors have the service's shape: {"error":{"code","message"}}.
 // - Faults injected per request (`X-MongoDB-HTTP-TestParams: case=<name>`, the drivers'
-//   convention) or programmatically (inject()); see kFaultCases below.
+//   convention) or programmatically (inject()); see kKeyVaultFaultCases below.
 //
 // Binds loopback only. Never logs or echoes a token or key material. Thread-safe.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <set>
 #include <string>
@@ -42,29 +43,36 @@ struct KeyVaultOptions {
   // on destruction, when empty.
   std::string cert_directory;
   // Tenant named in the 401 challenge (authorization="https://login.microsoftonline.com/<id>").
-  std::string tenant_id = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+  // Pass the identity emulator's tenant (Options::tenant_id) to keep the two consistent.
+  std::string tenant_id = "7f3c6b1e-4a2d-4e8f-9b0c-5d1a2e3f4a5b";
   // true: every identity may use a key until restrict() says otherwise. false: keys start
   // with nobody granted; grant() adds identities.
   bool grant_all_by_default = true;
   // Keys created at construction (one version each).
   std::vector<std::string> keys;
+  // One line per event (listening, each operation's outcome and identity, faults, refusals);
+  // never a token or key material. Nothing is logged when empty.
+  std::function<void(std::string_view)> log;
 };
 
-// Names accepted by inject() and the X-MongoDB-HTTP-TestParams header:
-//   any HTTP status from 400 to 599 ("500", "503", "408", "404", ...), answered with a
-//   Key Vault error body; "429" adds Retry-After: 1; "401" adds the challenge (a client should
-//   drop its cached token and retry once with a fresh one); "403" is Forbidden;
-//   "slow"            200 with headers at once, then a never-ending JSON array, one element a
-//                     second (outlasts any client deadline; stop() still returns promptly);
-//   "reset"           200 announcing a full body, connection closed after half of it;
-//   "bad-json"        200 {"key": }
-//   "empty-json"      200 {}
-//   "truncated"       200 with a JSON document cut short (Content-Length matches the cut);
-//   "html"            200 text/html page, as a captive portal or proxy would answer;
-//   "bad-value"       200 with a "value" that is not base64url;
-//   "giant"           200 JSON body of about 24 MiB.
-inline constexpr std::string_view kFaultCases[] = {"slow",      "reset", "bad-json",  "empty-json",
-                                                   "truncated", "html",  "bad-value", "giant"};
+// Fault cases, accepted by inject() and the X-MongoDB-HTTP-TestParams header. The names and,
+// for the transport cases, the behaviour are those of the identity endpoints (faults.hpp,
+// http_faults.hpp); error statuses answer with Key Vault's error shape.
+//   "400".."599"  that status with {"error":{"code","message"}}; "429" adds Retry-After: 1;
+//                 "401" adds the challenge even for a valid token (a client should drop its
+//                 cached token and retry once with a fresh one); "403" is Forbidden.
+//   "truncated"   200 with a wrapkey-shaped answer cut in the middle (Content-Length matches);
+//   "bad-value"   200 with a "value" that is not base64url;
+//   "empty-json", "bad-json", "html", "xml"   200 with that body;
+//   "slow"        200, then a never-ending JSON array, one element a second (outlasts any
+//                 client deadline; stop() still returns promptly);
+//   "giant"       200 with a 24 MiB JSON body;
+//   "reset"       part of the body, then a TCP reset;
+//   "close"       the connection closed without any response;
+//   "redirect"    302 to another path of the emulator (a client must not follow it).
+inline constexpr std::string_view kKeyVaultFaultCases[] = {
+    "truncated", "bad-value", "empty-json", "bad-json", "html",    "xml",
+    "slow",      "giant",     "reset",      "close",    "redirect"};
 
 class KeyVaultServer {
  public:
@@ -117,8 +125,8 @@ class KeyVaultServer {
   void unrestrict(const std::string& name);
   [[nodiscard]] bool granted(const std::string& name, const std::string& client_id) const;
 
-  // Faults: the next `times` requests (after those already queued) behave as `fault_case`.
-  // std::invalid_argument for a name not described above.
+  // Faults: the next `times` (>= 1) requests, after those already queued, behave as
+  // `fault_case`. std::invalid_argument for a name not described above or times < 1.
   void inject(const std::string& fault_case, int times = 1);
   void clear_faults();
   void set_response_delay(std::chrono::milliseconds delay);
