@@ -796,10 +796,10 @@ TEST(HttpClient, ErrorsNeverContainSensitiveHeaderValues) {
   wrong_pin.pinned_sha1_thumbprint = tls().other.sha1_thumbprint;
   add(tls_server.url("/"), wrong_pin);
 
-  for (const auto& [request, options] : cases) {
-    const Error e = expect_error([&] { client->send(request, options); });
+  for (const auto& c : cases) {
+    const Error e = expect_error([&] { client->send(c.first, c.second); });
     EXPECT_EQ(std::string(e.what()).find(kSecret), std::string::npos)
-        << request.url << " leaked a secret: " << e.what();
+        << c.first.url << " leaked a secret: " << e.what();
   }
 }
 
