@@ -11,7 +11,10 @@
 // The response fed back is rebuilt from the status and body libcurl parsed.
 #include "azkms/crypt_session.hpp"
 
+// libmongocrypt 1.7.2's header declares its functions without extern "C".
+extern "C" {
 #include <mongocrypt/mongocrypt.h>
+}
 
 #include <atomic>
 #include <charconv>
