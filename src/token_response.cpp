@@ -55,22 +55,29 @@ std::optional<SystemTime> from_micros(Micros when) {
   return std::chrono::time_point_cast<SystemTime::duration>(when);
 }
 
+// date.h has undefined behaviour on some malformed input (found by fuzz/expires_on_fuzzer):
+// it negates an unset offset (INT64_MIN) when a sign is not followed by two digits
+// ("+?05:30"), and converts uninitialised seconds to an integer when the seconds field does
+// not start with a digit ("08:00:MT", "08:00:\xF80Z"). No accepted shape has a byte outside
+// printable ASCII, a sign without two digits, or a ':' without a digit after it.
+bool safe_for_date_library(std::string_view text) {
+  auto digit_at = [&](std::size_t i) {
+    return i < text.size() && std::isdigit(static_cast<unsigned char>(text[i])) != 0;
+  };
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto byte = static_cast<unsigned char>(text[i]);
+    if (byte < 0x20 || byte >= 0x7f) return false;
+    if ((text[i] == '+' || text[i] == '-') && !(digit_at(i + 1) && digit_at(i + 2))) return false;
+    if (text[i] == ':' && !digit_at(i + 1)) return false;
+  }
+  return true;
+}
+
 // Parses all of `text` with `format`; nullopt unless every character is consumed.
 template <class TimePoint>
 std::optional<TimePoint> parse_whole(const std::string& text, const char* format,
                                      std::chrono::minutes* offset = nullptr) {
-  // date.h has undefined behaviour on some malformed input: it negates an unset offset
-  // (INT64_MIN) when a sign is not followed by two digits ("+?05:30"), and casts NaN seconds
-  // to an integer after a byte outside ASCII ("08:00:\xF80Z"). No accepted shape has either.
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const auto byte = static_cast<unsigned char>(text[i]);
-    if (byte < 0x20 || byte >= 0x7f) return std::nullopt;
-    if ((text[i] == '+' || text[i] == '-') &&
-        (i + 2 >= text.size() || !std::isdigit(static_cast<unsigned char>(text[i + 1])) ||
-         !std::isdigit(static_cast<unsigned char>(text[i + 2])))) {
-      return std::nullopt;
-    }
-  }
+  if (!safe_for_date_library(text)) return std::nullopt;
   std::istringstream in(text);
   in.imbue(std::locale::classic());
   TimePoint when{};
