@@ -272,7 +272,7 @@ Candidate make_azure_arc(const Environment& env, const SourceContext& context, M
     reason = "IDENTITY_ENDPOINT is set";
   } else if (mode == Mode::kForced) {
     throw Error(ErrorCode::kConfiguration,
-                "Azure Arc was named as the source, but neither IDENTITY_ENDPOINT and "
+                "named as the source, but neither IDENTITY_ENDPOINT and "
                 "IMDS_ENDPOINT are set nor is the Azure Connected Machine agent installed (" +
                     std::string(kArcAgentBinary) +
                     "): install and connect the agent, or set IDENTITY_ENDPOINT and "

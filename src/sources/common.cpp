@@ -86,11 +86,11 @@ Error missing_variables(SourceKind kind, const Environment& env,
   for (auto name : required) {
     if (!get(env, name)) missing.push_back(name);
   }
-  std::string message = std::string(display_name(kind)) + " was named as the source, but " +
-                        join_names(missing) + (missing.size() == 1 ? " is" : " are") +
-                        " not set: set " + join_names(required) +
-                        " (the platform sets them where this source applies), or let azkms "
-                        "detect the source";
+  const bool one = missing.size() == 1;
+  std::string message = "named as the source, but " + join_names(missing) + (one ? " is" : " are") +
+                        " not set: set " + join_names(required) + " (the platform sets " +
+                        (required.size() == 1 ? "it" : "them") +
+                        " where this source applies), or let azkms detect the source";
   return Error(ErrorCode::kConfiguration, std::move(message))
       .with_source(std::string(display_name(kind)));
 }
