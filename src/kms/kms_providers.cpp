@@ -435,6 +435,8 @@ KmsProviders KmsProviders::from_json(std::string_view text, KmsProvidersOptions 
     // nlohmann's message quotes the offending character, never more of the input.
     throw config_error(where + " is not valid JSON: byte " + std::to_string(e.byte) +
                        ": syntax error");
+  } catch (const json::exception&) {  // out_of_range: a number too large for a double
+    throw config_error(where + " is not valid JSON: a number is out of range");
   }
   if (!root.is_object()) {
     throw config_error(where + " must be a JSON object, not " + type_name(root));
