@@ -177,7 +177,12 @@ bool apply_transport_fault(std::string_view fault, const httplib::Request& req,
         kGiantSize, "application/json",
         [stop](std::size_t offset, std::size_t length, httplib::DataSink& sink) {
           if (stop->triggered()) return false;
-          std::string chunk(std::min<std::size_t>(length, 64 * 1024), 'a');
+          static const std::string kPadding(64 * 1024, 'a');
+          const std::size_t size = std::min(length, kPadding.size());
+          if (offset >= kGiantPrefix.size() && offset + size <= kGiantSize - kGiantSuffix.size()) {
+            return sink.write(kPadding.data(), size);
+          }
+          std::string chunk = kPadding.substr(0, size);
           for (std::size_t i = 0; i < chunk.size(); ++i) {
             const std::size_t at = offset + i;
             if (at < kGiantPrefix.size()) {
