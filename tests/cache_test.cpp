@@ -56,9 +56,11 @@ class FakeSource final : public TokenSource {
     threads_.push_back(std::this_thread::get_id());
     ++in_flight_;
     changed_.notify_all();
-    changed_.wait(lock, [&] { return !held_; });
+    // Released by the test; the real-time bound only keeps a failing test from hanging.
+    const bool released = changed_.wait_for(lock, 30s, [&] { return !held_; });
     --in_flight_;
     changed_.notify_all();
+    if (!released) throw Error(ErrorCode::kTimeout, "fake source held for too long");
     if (failing_) throw Error(ErrorCode::kConnection, "identity endpoint refused the connection");
     AccessToken token;
     token.token = Secret("secret-" + label_ + "-" + std::to_string(call));
