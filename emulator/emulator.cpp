@@ -1003,7 +1003,11 @@ struct Emulator::Impl {
       case Endpoint::kCloudShell:
         return {{"MSI_ENDPOINT", token_url(endpoint)}};
       case Endpoint::kAzureArc:
-        return {{"IDENTITY_ENDPOINT", token_url(endpoint)}, {"IMDS_ENDPOINT", base}};
+        // The last variable is azkms's development override: the client accepts key files
+        // only from /var/opt/azcmagent/tokens otherwise, and the emulator cannot write there.
+        return {{"IDENTITY_ENDPOINT", token_url(endpoint)},
+                {"IMDS_ENDPOINT", base},
+                {"AZKMS_ARC_TOKEN_DIRECTORY", arc_dir}};
       case Endpoint::kServiceFabric:
         return {{"IDENTITY_ENDPOINT", token_url(endpoint)},
                 {"IDENTITY_HEADER", options.identity_header},

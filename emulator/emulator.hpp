@@ -78,7 +78,8 @@ class Emulator {
   [[nodiscard]] std::string base_url(Endpoint endpoint) const;
   // The environment variables a client needs to target this endpoint as if it ran there,
   // e.g. IDENTITY_ENDPOINT + IDENTITY_HEADER for App Service; for IMDS,
-  // AZURE_POD_IDENTITY_AUTHORITY_HOST.
+  // AZURE_POD_IDENTITY_AUTHORITY_HOST; for Azure Arc also AZKMS_ARC_TOKEN_DIRECTORY (the
+  // directory its key files are in, which azkms trusts only when told).
   [[nodiscard]] std::map<std::string, std::string> client_environment(Endpoint endpoint) const;
 
   // Faults: the next `times` requests to `endpoint` behave as `fault_case` (same names as the

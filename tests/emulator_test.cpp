@@ -283,7 +283,8 @@ TEST_F(EmulatorTest, ClientEnvironmentPerEndpoint) {
             (Env{{"MSI_ENDPOINT", emu().base_url(Endpoint::kCloudShell) + "/oauth2/token"}}));
   EXPECT_EQ(emu().client_environment(Endpoint::kAzureArc),
             (Env{{"IDENTITY_ENDPOINT", emu().base_url(Endpoint::kAzureArc) + kImdsPath},
-                 {"IMDS_ENDPOINT", emu().base_url(Endpoint::kAzureArc)}}));
+                 {"IMDS_ENDPOINT", emu().base_url(Endpoint::kAzureArc)},
+                 {"AZKMS_ARC_TOKEN_DIRECTORY", emu().arc_key_directory()}}));
   EXPECT_EQ(emu().client_environment(Endpoint::kServiceFabric),
             (Env{{"IDENTITY_ENDPOINT", emu().base_url(Endpoint::kServiceFabric) + kImdsPath},
                  {"IDENTITY_HEADER", o.identity_header},
