@@ -19,10 +19,13 @@
 // 2 ms of real time to compare the injected clock with their deadline (a polling interval,
 // not a timing rule).
 //
-// Refresher. One thread per cache, started with the first scheduled renewal, sleeps
-// through Clock::sleep_until until the earliest entry is due. A new earlier due time wakes
-// it with Clock::wake_all(), repeated until the refresher has left its sleep, because a
-// wake sent just before it starts sleeping would otherwise be lost.
+// Refresher. One thread per cache, started with the first entry (so that no caller's first
+// get() pays for a thread start), sleeps until the earliest entry is due. With the system
+// clock it sleeps on its own condition variable under the cache mutex, so a new earlier due
+// time or the destructor wakes it with a plain notify. With any other clock it sleeps
+// through Clock::sleep_until, and is woken with Clock::wake_all(), repeated until it has
+// left its sleep, because a wake sent just before it starts sleeping would otherwise be
+// lost.
 #include "azkms/cache.hpp"
 
 #include <time.h>
@@ -107,6 +110,8 @@ class CacheCore {
   // Tells the refresher that an entry is due at `when`.
   void schedule(SystemTime when);
   void shutdown();
+  // Starts the refresher thread once; `lock` holds `mutex`.
+  void start_refresher(std::unique_lock<std::mutex>& lock);
   std::shared_ptr<CacheEntry> entry(std::shared_ptr<TokenSource> source, TokenRequest request,
                                     const std::shared_ptr<CacheCore>& self);
   std::vector<std::shared_ptr<CacheEntry>> snapshot() const {
@@ -138,6 +143,7 @@ class CacheCore {
 
   mutable std::mutex mutex;
   std::condition_variable acknowledged;  // the refresher left its sleep, or exited
+  std::condition_variable wakeup;        // the refresher's sleep with the system clock
   std::map<Key, std::shared_ptr<CacheEntry>> entries;
   std::thread refresher;
   bool started = false;
@@ -466,25 +472,36 @@ std::shared_ptr<CacheEntry> CacheCore::entry(std::shared_ptr<TokenSource> source
                                              const std::shared_ptr<CacheCore>& self) {
   static std::atomic<std::uint64_t> next_id{1};
   Key key{source.get(), request.resource, request.identity.kind(), request.identity.value()};
-  std::lock_guard lock(mutex);
+  std::unique_lock lock(mutex);
   auto it = entries.find(key);
   if (it != entries.end()) return it->second;
+  // Started here, with the first entry, so that no caller's first get() pays for it.
+  start_refresher(lock);
   auto created = std::make_shared<CacheEntry>(next_id.fetch_add(1), self, std::move(source),
                                               std::move(request));
   entries.emplace(std::move(key), created);
   return created;
 }
 
+void CacheCore::start_refresher(std::unique_lock<std::mutex>& lock) {
+  (void)lock;  // held by the caller
+  if (started || stopping.load()) return;
+  started = true;
+  refresher = std::thread([this] { run(); });
+}
+
 void CacheCore::schedule(SystemTime when) {
   std::unique_lock lock(mutex);
   if (stopping.load()) return;
   ++wake_requests;
-  if (!started) {
-    started = true;
-    refresher = std::thread([this] { run(); });
+  start_refresher(lock);
+  if (!sleeping || when >= planned_wake) return;  // it looks again before sleeping
+  if (system_clock) {
+    wakeup.notify_all();  // it waits on `wakeup` under `mutex`: nothing can be lost
     return;
   }
-  if (!sleeping || when >= planned_wake) return;  // it will look again before sleeping
+  // It sleeps in Clock::sleep_until, outside `mutex`: a wake_all() sent just before it got
+  // there would be lost, so repeat until it has left that sleep.
   const std::uint64_t epoch = sleep_epoch;
   while (sleeping && sleep_epoch == epoch) {
     lock.unlock();
@@ -513,9 +530,14 @@ void CacheCore::run() {
     sleeping = true;
     ++sleep_epoch;
     const SteadyTime until = clock->steady_now() + (next - now);
-    lock.unlock();
-    clock->sleep_until(until);
-    lock.lock();
+    if (system_clock) {
+      // The system clock's steady time is std::chrono::steady_clock's.
+      wakeup.wait_until(lock, until, [&] { return stopping.load() || wake_requests != seen; });
+    } else {
+      lock.unlock();
+      clock->sleep_until(until);
+      lock.lock();
+    }
     sleeping = false;
     planned_wake = SystemTime::max();
     acknowledged.notify_all();
@@ -529,7 +551,9 @@ void CacheCore::shutdown() {
   stopping.store(true);
   if (started) {
     while (!exited) {
-      if (sleeping) {
+      if (system_clock) {
+        wakeup.notify_all();
+      } else if (sleeping) {
         lock.unlock();
         clock->wake_all();
         lock.lock();

@@ -732,6 +732,22 @@ TEST_F(CacheTest, WorksWithTheSystemClock) {
   EXPECT_EQ(text(*handle.get_shared()), "secret-fake-1");
 }
 
+TEST_F(CacheTest, SystemClockRefresherRenewsAndStops) {
+  // The production path: the refresher sleeps on the real clock. A 62 s token is usable for
+  // 2 s and renewed after 1 s, so this takes about a second of real time.
+  auto real_source = std::make_shared<FakeSource>(Clock::system());
+  real_source->set_lifetime(seconds{62});
+  CacheOptions system_options;
+  auto cache = std::make_unique<TokenCache>(system_options);
+  TokenHandle handle = cache->handle(real_source);
+  EXPECT_EQ(text(handle.get()), "secret-fake-1");
+  ASSERT_TRUE(eventually([&] { return handle.stats().renewals >= 1; }));
+  EXPECT_NE(text(handle.get()), "secret-fake-1");
+  EXPECT_NE(real_source->threads().back(), std::this_thread::get_id());
+  auto destroyed = std::async(std::launch::async, [&] { cache.reset(); });
+  ASSERT_TRUE(finishes(destroyed));
+}
+
 TEST_F(CacheTest, AThrowingSourceOrHookIsContained) {
   options.on_event = [](const CacheEvent&) { throw std::runtime_error("hook failed"); };
   auto throwing = make_callback_source(

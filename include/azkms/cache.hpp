@@ -2,7 +2,7 @@
 // identity endpoint that is asked as rarely as the tokens allow.
 //
 // A TokenCache owns entries keyed by (token source, resource, identity selector) and one
-// background refresher thread (started with the first cached token, stopped by the
+// background refresher thread (started with the first entry, stopped by the
 // destructor). TokenCache::handle() looks the entry up once; TokenHandle::get() is the hot
 // path: with a usable token cached it reads one atomic, a thread-local slot and the clock,
 // and takes no lock, makes no heap allocation and writes no shared memory.
