@@ -1,15 +1,15 @@
 // run_demo: see include/azkms/demo.hpp.
 //
-// The emulator headers are reached by path: they are not part of the public include tree, and
-// only programs that also link azkms_emulator (the CLI, tests, benchmarks) call run_demo.
+// Built as its own library (azkms_demo) because it links the emulator: the emulator headers are
+// not part of the public include tree, and only the CLI, tests and benchmarks need run_demo.
 #include "azkms/demo.hpp"
 
 #include <cstdio>
 #include <filesystem>
 #include <random>
 
-#include "../../emulator/emulator.hpp"
-#include "../../emulator/key_vault.hpp"
+#include "emulator.hpp"
+#include "key_vault.hpp"
 #include "azkms/crypt_session.hpp"
 #include "azkms/error.hpp"
 #include "azkms/key_vault.hpp"
