@@ -29,7 +29,7 @@ void print_text(const Detection& d) {
             << "identities: ";
   const auto names = selector_names(d.supported_selectors);
   for (std::size_t i = 0; i < names.size(); ++i) std::cout << (i ? ", " : "") << names[i];
-  std::cout << "\nvariables:  " << (d.variables.empty() ? "none set" : "") << "\n";
+  std::cout << "\nvariables:" << (d.variables.empty() ? "  none set" : "") << "\n";
   for (const auto& var : d.variables) std::cout << "  " << var.name << "=" << var.value << "\n";
 }
 
