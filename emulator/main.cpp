@@ -1,10 +1,17 @@
 // azkms-emulator: every Azure identity endpoint on loopback, for local development and tests.
 // Runs until SIGINT or SIGTERM.
+#include <fcntl.h>
 #include <pthread.h>
+#include <sys/types.h>
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <ctime>
+#include <fstream>
 #include <iostream>
+#include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "emulator.hpp"
@@ -67,6 +74,55 @@ nlohmann::json describe(const Emulator& emulator) {
           {"tenant_id", emulator.options().tenant_id}};
 }
 
+// --print-env without --foreground: the parent prints what the serving child reports and exits,
+// so that `eval "$(azkms-emulator --print-env app-service)"` returns while the emulator keeps
+// serving in the background. Returns the parent's exit code, or -1 in the child.
+int detach() {
+  int fds[2];
+  if (::pipe(fds) != 0) {
+    std::cerr << "azkms-emulator: pipe failed\n";
+    return 1;
+  }
+  std::cout.flush();
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    std::cerr << "azkms-emulator: fork failed\n";
+    return 1;
+  }
+  if (pid == 0) {
+    ::close(fds[0]);
+    ::setsid();
+    ::dup2(fds[1], STDOUT_FILENO);
+    ::close(fds[1]);
+    const int null_fd = ::open("/dev/null", O_RDWR);
+    if (null_fd >= 0) {
+      ::dup2(null_fd, STDIN_FILENO);
+      ::close(null_fd);
+    }
+    return -1;
+  }
+  ::close(fds[1]);
+  std::string output;
+  char buffer[4096];
+  ssize_t n = 0;
+  while ((n = ::read(fds[0], buffer, sizeof(buffer))) > 0) {
+    output.append(buffer, static_cast<std::size_t>(n));
+  }
+  ::close(fds[0]);
+  std::cout << output;
+  return output.empty() ? 1 : 0;  // the child said why on stderr
+}
+
+// After the child has printed: release the caller's stdout (ends the parent's read) and stderr.
+void release_terminal() {
+  std::cout.flush();
+  const int null_fd = ::open("/dev/null", O_RDWR);
+  if (null_fd < 0) return;
+  ::dup2(null_fd, STDOUT_FILENO);
+  ::dup2(null_fd, STDERR_FILENO);
+  ::close(null_fd);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -81,6 +137,8 @@ int main(int argc, char** argv) {
   bool json_output = false;
   bool quiet = false;
   bool list_faults = false;
+  bool foreground = false;
+  std::string log_file;
   std::vector<std::string> port_options;
   std::string identity_header;
   std::string msi_secret;
@@ -109,6 +167,10 @@ int main(int argc, char** argv) {
   app.add_option("--azure-ml-default-client-id", ml_default_client_id,
                  "Identity Azure ML serves when a request names none");
   app.add_flag("--quiet", quiet, "Do not log requests to stderr");
+  app.add_flag("--foreground", foreground,
+               "With --print-env: stay attached to the terminal instead of serving in the "
+               "background");
+  app.add_option("--log-file", log_file, "Append the log here (the default in the background)");
   app.add_flag("--list-faults", list_faults,
                "List the fault cases (X-MongoDB-HTTP-TestParams: case=<name>) and exit");
   CLI11_PARSE(app, argc, argv);
@@ -146,7 +208,19 @@ int main(int argc, char** argv) {
     }
     options.ports[*endpoint] = port;
   }
-  if (!quiet) {
+  const bool background = !print_env_for.empty() && !foreground;
+  if (!log_file.empty()) {
+    auto file = std::make_shared<std::ofstream>(log_file, std::ios::app);
+    if (!*file) {
+      std::cerr << "azkms-emulator: cannot open " << log_file << "\n";
+      return 2;
+    }
+    auto mutex = std::make_shared<std::mutex>();
+    options.log = [file, mutex](std::string_view line) {
+      std::lock_guard lock(*mutex);
+      *file << timestamp() << " " << line << std::endl;
+    };
+  } else if (!quiet && !background) {
     options.log = [](std::string_view line) { std::cerr << timestamp() << " " << line << "\n"; };
   }
 
@@ -158,6 +232,11 @@ int main(int argc, char** argv) {
                 << print_env_for << "'\n";
       return 2;
     }
+  }
+
+  if (background) {
+    const int parent = detach();
+    if (parent >= 0) return parent;
   }
 
   // The server threads inherit this mask, so only sigwait() below sees the signals.
@@ -184,6 +263,11 @@ int main(int argc, char** argv) {
       print_env(emulator, *env_endpoint);
     } else if (print_env_for == "all") {
       for (Endpoint endpoint : azkms::emulator::kAllEndpoints) print_env(emulator, endpoint);
+    }
+    if (background) {
+      std::cout << "export AZKMS_EMULATOR_PID=" << ::getpid() << "\n"
+                << "# serving in the background; stop it with: kill $AZKMS_EMULATOR_PID\n";
+      release_terminal();
     }
     std::cout.flush();
 
