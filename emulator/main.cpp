@@ -170,7 +170,8 @@ int main(int argc, char** argv) {
   app.add_flag("--foreground", foreground,
                "With --print-env: stay attached to the terminal instead of serving in the "
                "background");
-  app.add_option("--log-file", log_file, "Append the log here (the default in the background)");
+  app.add_option("--log-file", log_file,
+                 "Append the log to this file (in the background, the only log)");
   app.add_flag("--list-faults", list_faults,
                "List the fault cases (X-MongoDB-HTTP-TestParams: case=<name>) and exit");
   CLI11_PARSE(app, argc, argv);
