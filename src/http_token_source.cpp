@@ -10,16 +10,10 @@
 #include "azkms/secret.hpp"
 #include "azkms/source.hpp"
 #include "azkms/token_response.hpp"
+#include "text.hpp"
 
 namespace azkms {
 namespace {
-
-bool iequals(std::string_view a, std::string_view b) {
-  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
-    return std::tolower(static_cast<unsigned char>(x)) ==
-           std::tolower(static_cast<unsigned char>(y));
-  });
-}
 
 std::string supported_list(std::uint8_t set) {
   std::string text;
@@ -47,17 +41,11 @@ std::string oauth_error_code(std::string_view body) {
   return {};
 }
 
-std::shared_ptr<HttpClient> shared_http_client() {
-  // One client for every source in the process, so that connections are reused.
-  static const std::shared_ptr<HttpClient> client = make_curl_http_client();
-  return client;
-}
-
 }  // namespace
 
 SourceContext SourceContext::with_defaults() const {
   SourceContext filled = *this;
-  if (!filled.http) filled.http = shared_http_client();
+  if (!filled.http) filled.http = default_http_client();
   if (!filled.clock) filled.clock = Clock::system();
   if (filled.attempt_timeout <= std::chrono::milliseconds{0}) {
     filled.attempt_timeout = std::chrono::milliseconds{10'000};

@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "azkms/error.hpp"
+#include "text.hpp"
 
 namespace azkms {
 namespace {
@@ -35,13 +36,6 @@ std::string_view trim(std::string_view text) {
   while (!text.empty() && is_space(text.front())) text.remove_prefix(1);
   while (!text.empty() && is_space(text.back())) text.remove_suffix(1);
   return text;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
-    return std::tolower(static_cast<unsigned char>(x)) ==
-           std::tolower(static_cast<unsigned char>(y));
-  });
 }
 
 std::optional<SystemTime> from_epoch_seconds(long long value) {

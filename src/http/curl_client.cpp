@@ -40,6 +40,7 @@
 #include "azkms/http.hpp"
 #include "azkms/log.hpp"
 #include "http/proxy_bypass.hpp"
+#include "text.hpp"
 
 namespace azkms {
 namespace {
@@ -59,13 +60,6 @@ void global_init() {
     }
     (void)ssl_ctx_ex_index();
   });
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
 }
 
 std::string_view trim(std::string_view s) {

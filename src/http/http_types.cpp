@@ -2,16 +2,10 @@
 #include <cctype>
 
 #include "azkms/http.hpp"
+#include "text.hpp"
 
 namespace azkms {
 namespace {
-
-bool iequals(std::string_view a, std::string_view b) {
-  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
-    return std::tolower(static_cast<unsigned char>(x)) ==
-           std::tolower(static_cast<unsigned char>(y));
-  });
-}
 
 std::optional<std::string> find_header(const std::vector<HttpHeader>& headers,
                                        std::string_view name) {

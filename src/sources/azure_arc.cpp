@@ -20,6 +20,7 @@
 #include "azkms/token_response.hpp"
 #include "sources/common.hpp"
 #include "sources/registry.hpp"
+#include "text.hpp"
 
 namespace azkms::sources {
 namespace {
@@ -30,13 +31,6 @@ std::string_view trim(std::string_view text) {
   while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
   while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
   return text;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
-    return std::tolower(static_cast<unsigned char>(x)) ==
-           std::tolower(static_cast<unsigned char>(y));
-  });
 }
 
 class FileDescriptor {

@@ -69,18 +69,6 @@ class ServiceFabricSource final : public HttpTokenSource {
   std::string thumbprint_;
 };
 
-// "AB:CD ef..." -> "ABCDEF...": 40 hex digits, upper case; nullopt otherwise.
-std::optional<std::string> normalized_thumbprint(std::string_view text) {
-  std::string hex;
-  for (char c : text) {
-    if (c == ':' || c == ' ') continue;
-    if (!std::isxdigit(static_cast<unsigned char>(c))) return std::nullopt;
-    hex += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  }
-  if (hex.size() != 40) return std::nullopt;
-  return hex;
-}
-
 }  // namespace
 
 Candidate make_service_fabric(const Environment& env, const SourceContext& context, Mode mode) {
@@ -94,7 +82,7 @@ Candidate make_service_fabric(const Environment& env, const SourceContext& conte
     }
     return {};
   }
-  auto pinned = normalized_thumbprint(*thumbprint);
+  auto pinned = normalize_sha1_thumbprint(*thumbprint);
   if (!pinned) {
     throw Error(ErrorCode::kConfiguration,
                 "IDENTITY_SERVER_THUMBPRINT=\"" + body_excerpt(*thumbprint, 80) +
