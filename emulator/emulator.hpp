@@ -57,6 +57,7 @@ struct Options {
   // Fixed ports per endpoint; endpoints not listed (or 0) get a free port.
   std::map<Endpoint, int> ports;
   // One line per notable event ("App Service: token issued to client id ..."). Never secrets.
+  // Called from the server threads, possibly several at once.
   std::function<void(std::string_view)> log;
 };
 

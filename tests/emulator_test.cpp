@@ -9,12 +9,14 @@
 #include <openssl/x509.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <future>
 #include <iomanip>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <sstream>
@@ -28,6 +30,7 @@ namespace {
 
 using json = nlohmann::json;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::StartsWith;
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
@@ -443,7 +446,7 @@ TEST_F(EmulatorTest, AppServiceDemandsTheIdentityHeader) {
       get(emu(), Endpoint::kAppService, target, {{"secret", emu().options().identity_header}}),
       401);
   const Reply refused = get(emu(), Endpoint::kAppService, target, {{"X-IDENTITY-HEADER", "x"}});
-  EXPECT_THAT(refused.body, ::testing::Not(HasSubstr(emu().options().identity_header)));
+  EXPECT_THAT(refused.body, Not(HasSubstr(emu().options().identity_header)));
 }
 
 TEST_F(EmulatorTest, AppServiceChecksApiVersionAndResource) {
@@ -1138,6 +1141,66 @@ TEST(EmulatorLifecycleTest, StopReturnsWithADelayedResponseInFlight) {
   emulator.stop();
   client.join();
   EXPECT_NE(delayed.status, 200);
+}
+
+TEST(EmulatorLifecycleTest, FixedPortsAreHonoured) {
+  int port = 0;
+  {
+    Emulator probe;
+    probe.start();
+    port = probe.port(Endpoint::kAppService);  // free a moment ago, and free again after stop
+  }
+  Options options;
+  options.ports[Endpoint::kAppService] = port;
+  Emulator emulator(options);
+  emulator.start();
+  EXPECT_EQ(emulator.port(Endpoint::kAppService), port);
+  EXPECT_NE(emulator.port(Endpoint::kImds), port);
+  EXPECT_EQ(app_service(emulator).status, 200);
+
+  Options invalid;
+  invalid.ports[Endpoint::kImds] = 70000;
+  EXPECT_THROW(Emulator{invalid}, std::invalid_argument);
+}
+
+TEST(EmulatorLifecycleTest, LogLinesNeverCarrySecrets) {
+  std::mutex mutex;
+  std::vector<std::string> lines;
+  Options options;
+  options.log = [&](std::string_view line) {
+    std::lock_guard lock(mutex);
+    lines.emplace_back(line);
+  };
+  Emulator emulator(options);
+  emulator.start();
+  std::vector<std::string> tokens;
+  tokens.push_back(app_service(emulator).parsed()["access_token"]);
+  tokens.push_back(msi_2017(emulator, Endpoint::kAppService2017).parsed()["access_token"]);
+  EXPECT_EQ(
+      get(emulator, Endpoint::kAppService, "/msi/token", {{"X-IDENTITY-HEADER", "guess"}}).status,
+      401);
+  const ArcChallenge challenge = arc_challenge(emulator);
+  ASSERT_FALSE(challenge.path.empty());
+  const std::string arc_key = read_file(challenge.path);
+  const auto env = emulator.client_environment(Endpoint::kWorkloadIdentity);
+  EXPECT_EQ(post(emulator, Endpoint::kWorkloadIdentity, workload_path(emulator),
+                 workload_form(emulator, env.at("AZURE_CLIENT_ID"), emulator.federated_token()))
+                .status,
+            200);
+  emulator.stop();
+
+  std::lock_guard lock(mutex);
+  ASSERT_FALSE(lines.empty());
+  EXPECT_TRUE(std::any_of(lines.begin(), lines.end(), [](const std::string& line) {
+    return line.find("token issued to client id") != std::string::npos;
+  }));
+  for (const auto& line : lines) {
+    EXPECT_THAT(line, Not(HasSubstr(emulator.options().identity_header)));
+    EXPECT_THAT(line, Not(HasSubstr(emulator.options().msi_secret)));
+    EXPECT_THAT(line, Not(HasSubstr(arc_key)));
+    EXPECT_THAT(line, Not(HasSubstr(emulator.federated_token())));
+    for (const auto& token : tokens) EXPECT_THAT(line, Not(HasSubstr(token)));
+  }
 }
 
 TEST(EmulatorLifecycleTest, RestartsOnNewPortsAndCleansUp) {
