@@ -20,7 +20,8 @@
 // not a timing rule).
 //
 // Refresher. One thread per cache, started with the first entry (so that no caller's first
-// get() pays for a thread start), sleeps until the earliest entry is due. With the system
+// get() pays for a thread start), sleeps until the earliest entry is due, or 30 s at most;
+// only a due time earlier than its planned wake-up needs to wake it. With the system
 // clock it sleeps on its own condition variable under the cache mutex, so a new earlier due
 // time or the destructor wakes it with a plain notify. With any other clock it sleeps
 // through Clock::sleep_until, and is woken with Clock::wake_all(), repeated until it has
@@ -62,6 +63,11 @@ std::int64_t coarse_realtime_ns() noexcept {
 }
 
 constexpr std::size_t kSlots = 8;  // power of two
+
+// The refresher never sleeps longer than this. A new due time later than its planned wake
+// then needs no wake-up at all (it re-plans when it wakes), so the caller that published a
+// day-long or hour-long token does not pay for waking a thread on its first get().
+constexpr std::chrono::seconds kLongestSleep{30};
 
 struct FastSlot {
   std::uint64_t entry_id = 0;
@@ -516,7 +522,7 @@ void CacheCore::run() {
   while (!stopping.load()) {
     const std::uint64_t seen = wake_requests;
     lock.unlock();
-    SystemTime next = clock->now() + std::chrono::hours{1};
+    SystemTime next = clock->now() + kLongestSleep;
     for (const auto& e : snapshot()) {
       if (stopping.load()) break;
       if (auto due = e->refresh_if_due()) next = std::min(next, *due);
@@ -524,12 +530,15 @@ void CacheCore::run() {
     lock.lock();
     if (stopping.load()) break;
     if (wake_requests != seen) continue;
+    // Steady time first: if the clock moves between the two reads, the wake-up comes early
+    // (and the loop looks again), never late.
+    const SteadyTime steady = clock->steady_now();
     const SystemTime now = clock->now();
     if (next <= now) continue;
     planned_wake = next;
     sleeping = true;
     ++sleep_epoch;
-    const SteadyTime until = clock->steady_now() + (next - now);
+    const SteadyTime until = steady + (next - now);
     if (system_clock) {
       // The system clock's steady time is std::chrono::steady_clock's.
       wakeup.wait_until(lock, until, [&] { return stopping.load() || wake_requests != seen; });

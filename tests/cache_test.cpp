@@ -780,6 +780,16 @@ TEST_F(CacheTest, ReadersAcrossManyRenewalsOnlySeeUsableTokens) {
   std::atomic<bool> stop{false};
   std::atomic<int> bad{0};
   std::vector<std::thread> readers;
+  struct JoinOnExit {
+    std::atomic<bool>& stop;
+    std::vector<std::thread>& threads;
+    ~JoinOnExit() {
+      stop = true;
+      for (auto& thread : threads) {
+        if (thread.joinable()) thread.join();
+      }
+    }
+  } join_on_exit{stop, readers};
   for (int i = 0; i < 4; ++i) {
     readers.emplace_back([&] {
       while (!stop.load()) {
@@ -795,7 +805,10 @@ TEST_F(CacheTest, ReadersAcrossManyRenewalsOnlySeeUsableTokens) {
   }
   for (int round = 1; round <= 50; ++round) {
     clock->advance(seconds{5});
-    ASSERT_TRUE(eventually([&] { return handle.stats().renewals == std::uint64_t(round); }));
+    ASSERT_TRUE(eventually([&] { return handle.stats().renewals == std::uint64_t(round); }))
+        << "round " << round << ", calls " << source->calls() << ", upstream "
+        << handle.stats().upstream_requests << ", renewals " << handle.stats().renewals
+        << ", sleepers " << clock->sleepers() << ", in flight " << source->in_flight();
   }
   stop = true;
   for (auto& reader : readers) reader.join();
