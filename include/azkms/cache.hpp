@@ -132,8 +132,9 @@ class TokenHandle {
 
   // A usable token, fetched (single flight) if none is cached. Throws azkms::Error: the
   // fetch's error, the last error during the fail-fast window, or kTimeout when the deadline
-  // passes while waiting. The reference stays valid until the calling thread's next get()
-  // on any TokenHandle, or its exit; use get_shared() or copy to keep it longer.
+  // passes while waiting. The reference stays valid until the calling thread next calls
+  // get(), get_shared() or force_refresh() on any TokenHandle, or exits; use get_shared()
+  // or a copy to keep a token longer.
   const AccessToken& get(Deadline deadline);
   // As get(deadline), with CacheOptions::default_timeout.
   const AccessToken& get();
