@@ -10,6 +10,7 @@
 #include <openssl/rand.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <ostream>
 
 #include <atomic>
 #include <cstdlib>
@@ -172,6 +173,8 @@ std::string_view to_string(Endpoint endpoint) noexcept {
   }
   return "unknown";
 }
+
+std::ostream& operator<<(std::ostream& os, Endpoint endpoint) { return os << to_string(endpoint); }
 
 std::string_view display_name(Endpoint endpoint) noexcept {
   switch (endpoint) {

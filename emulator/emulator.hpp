@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <iosfwd>
 #include <map>
 #include <memory>
 #include <optional>
@@ -123,6 +124,8 @@ inline constexpr std::array<Endpoint, 8> kAllEndpoints = {
 // "app-service-2017", "azure-ml", "cloud-shell", "azure-arc", "service-fabric",
 // "workload-identity".
 std::string_view to_string(Endpoint endpoint) noexcept;
+// Prints the endpoint's name (also what GoogleTest shows for parameterised tests).
+std::ostream& operator<<(std::ostream& os, Endpoint endpoint);
 // "IMDS", "App Service", ...
 std::string_view display_name(Endpoint endpoint) noexcept;
 std::optional<Endpoint> parse_endpoint(std::string_view name) noexcept;

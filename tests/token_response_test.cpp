@@ -45,6 +45,9 @@ struct ShapeCase {
   std::string fields;
 };
 
+// Test names and failure reports show the case's name, not a dump of its bytes.
+void PrintTo(const ShapeCase& c, std::ostream* os) { *os << c.name; }
+
 class ExpiryShape : public ::testing::TestWithParam<ShapeCase> {};
 
 TEST_P(ExpiryShape, ParsesToTheSameAbsoluteExpiry) {
@@ -174,6 +177,8 @@ struct MalformedCase {
   std::string body;
   const char* says;  // a phrase the message must contain
 };
+
+void PrintTo(const MalformedCase& c, std::ostream* os) { *os << c.name; }
 
 class Malformed : public ::testing::TestWithParam<MalformedCase> {};
 
