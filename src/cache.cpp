@@ -202,12 +202,6 @@ class CacheEntry {
   const std::string source_name;
 
  private:
-  struct Outcome {
-    std::shared_ptr<Flight> flight;
-    std::optional<CacheEvent> event;
-    std::optional<SystemTime> schedule;
-  };
-
   // Returns the current token when usable; fills the calling thread's slot.
   std::shared_ptr<const AccessToken> usable_current(SystemTime now);
   // Takes the flight's result: fills the slot, returns the token or throws.
