@@ -19,8 +19,8 @@ extern "C" {
 #include <atomic>
 #include <charconv>
 #include <cstring>
-#include <functional>
 #include <nlohmann/json.hpp>
+#include <type_traits>
 
 #include "azkms/error.hpp"
 #include "azkms/log.hpp"
@@ -67,6 +67,10 @@ class BinaryOut {
     return {mongocrypt_binary_data(binary_), mongocrypt_binary_len(binary_)};
   }
   [[nodiscard]] BsonDocument document() const { return BsonDocument::from_bytes(bytes()); }
+  // The output as a read-only bson_t over libmongocrypt's buffer (no validation, no copy).
+  bool view(bson_t* out) const noexcept {
+    return bson_init_static(out, mongocrypt_binary_data(binary_), mongocrypt_binary_len(binary_));
+  }
 
  private:
   mongocrypt_binary_t* binary_;
@@ -88,32 +92,152 @@ class Status {
   mongocrypt_status_t* status_;
 };
 
-Error ctx_error(mongocrypt_ctx_t* ctx, const std::string& what,
-                ErrorCode code = ErrorCode::kCrypt) {
+Error ctx_error(mongocrypt_ctx_t* ctx, std::string_view what, ErrorCode code = ErrorCode::kCrypt) {
   Status status;
   mongocrypt_ctx_status(ctx, status.get());
-  return Error(code, what + ": libmongocrypt: " + status.message());
+  return Error(code, std::string(what) + ": libmongocrypt: " + status.message());
 }
 
-void check(bool ok, mongocrypt_ctx_t* ctx, const std::string& what,
-           ErrorCode code = ErrorCode::kCrypt) {
-  if (!ok) throw ctx_error(ctx, what, code);
+[[noreturn, gnu::cold, gnu::noinline]] void throw_ctx_error(mongocrypt_ctx_t* ctx,
+                                                            std::string_view what, ErrorCode code) {
+  throw ctx_error(ctx, what, code);
 }
 
-BsonDocument value_document(const BsonValue& value) {
-  bson_t doc = BSON_INITIALIZER;
-  bson_append_value(&doc, "v", 1, &value.get());
-  BsonDocument result(&doc);
-  bson_destroy(&doc);
-  return result;
-}
-
-BsonValue value_of(const BsonDocument& doc) {
-  bson_iter_t iter;
-  if (!bson_iter_init_find(&iter, doc.get(), "v")) {
-    throw Error(ErrorCode::kCrypt, "libmongocrypt returned a document without \"v\"");
+// The message is built only on failure: a literal, or a callable returning the message.
+void check(bool ok, mongocrypt_ctx_t* ctx, const char* what, ErrorCode code = ErrorCode::kCrypt) {
+  if (!ok) [[unlikely]] {
+    throw_ctx_error(ctx, what, code);
   }
+}
+template <typename Describe>
+requires std::is_invocable_r_v<std::string, Describe>
+void check(bool ok, mongocrypt_ctx_t* ctx, Describe&& describe,
+           ErrorCode code = ErrorCode::kCrypt) {
+  if (!ok) [[unlikely]] {
+    throw_ctx_error(ctx, describe(), code);
+  }
+}
+
+// BSON is little-endian whatever the host.
+void put_int32(std::uint8_t* at, std::uint32_t value) noexcept {
+  at[0] = static_cast<std::uint8_t>(value);
+  at[1] = static_cast<std::uint8_t>(value >> 8);
+  at[2] = static_cast<std::uint8_t>(value >> 16);
+  at[3] = static_cast<std::uint8_t>(value >> 24);
+}
+std::uint32_t get_int32(const std::uint8_t* at) noexcept {
+  return static_cast<std::uint32_t>(at[0]) | static_cast<std::uint32_t>(at[1]) << 8 |
+         static_cast<std::uint32_t>(at[2]) << 16 | static_cast<std::uint32_t>(at[3]) << 24;
+}
+
+// The layout of {"v": <string or binary>}: document length, element type, key "v", payload
+// length, [binary subtype,] payload, document terminator.
+constexpr std::size_t kValueHeader = 4 + 1 + 2 + 4;  // up to the payload length, included
+
+// {"v": value} as BSON, the input of an explicit encryption or decryption. A string or a
+// binary (other than the deprecated subtype 2) of moderate size, the usual values and
+// ciphertexts, is written straight into a buffer on the stack: the same bytes libbson would
+// write, without its general append path; anything else goes through libbson.
+class ValueDocument {
+ public:
+  explicit ValueDocument(const BsonValue& value) {
+    const bson_value_t& v = value.get();
+    if (v.value_type == BSON_TYPE_UTF8 && v.value.v_utf8.str != nullptr &&
+        v.value.v_utf8.len < kSmall - kValueHeader - 2) {
+      const std::uint32_t length = v.value.v_utf8.len;
+      size_ = kValueHeader + length + 2;
+      start(BSON_TYPE_UTF8, length + 1);
+      std::memcpy(small_ + kValueHeader, v.value.v_utf8.str, length);
+      small_[kValueHeader + length] = 0;
+    } else if (v.value_type == BSON_TYPE_BINARY &&
+               v.value.v_binary.subtype != BSON_SUBTYPE_BINARY_DEPRECATED &&
+               v.value.v_binary.data != nullptr &&
+               v.value.v_binary.data_len < kSmall - kValueHeader - 2) {
+      const std::uint32_t length = v.value.v_binary.data_len;
+      size_ = kValueHeader + 1 + length + 1;
+      start(BSON_TYPE_BINARY, length);
+      small_[kValueHeader] = static_cast<std::uint8_t>(v.value.v_binary.subtype);
+      std::memcpy(small_ + kValueHeader + 1, v.value.v_binary.data, length);
+    } else {
+      // A value libbson cannot append (no value) leaves {}, which libmongocrypt then refuses.
+      bson_init(&doc_);
+      bson_append_value(&doc_, "v", 1, &v);
+      data_ = bson_get_data(&doc_);
+      size_ = doc_.len;
+      return;
+    }
+    small_[size_ - 1] = 0;
+    data_ = small_;
+  }
+  ~ValueDocument() {
+    if (data_ != small_) bson_destroy(&doc_);
+  }
+  ValueDocument(const ValueDocument&) = delete;
+  ValueDocument& operator=(const ValueDocument&) = delete;
+  [[nodiscard]] std::span<const std::uint8_t> bytes() const noexcept { return {data_, size_}; }
+
+ private:
+  static constexpr std::size_t kSmall = 256;
+
+  void start(bson_type_t type, std::uint32_t payload_length) noexcept {
+    put_int32(small_, static_cast<std::uint32_t>(size_));
+    small_[4] = static_cast<std::uint8_t>(type);
+    small_[5] = 'v';
+    small_[6] = 0;
+    put_int32(small_ + 7, payload_length);
+  }
+
+  const std::uint8_t* data_ = nullptr;
+  std::size_t size_ = 0;
+  std::uint8_t small_[kSmall];  // written before it is read; not initialised
+  bson_t doc_;                  // initialised only when small_ is not used
+};
+
+[[noreturn]] void throw_no_value() {
+  throw Error(ErrorCode::kCrypt, "libmongocrypt returned a document without \"v\"");
+}
+
+// The "v" of libmongocrypt's output, read in place; only the value itself is copied. The usual
+// output, {"v": <string or binary>} and nothing else, is read directly with the checks
+// libbson's iterator makes (lengths within the document, strings terminated by a zero byte);
+// any other shape goes through libbson.
+BsonValue value_of(const BinaryOut& out) {
+  const std::span<const std::uint8_t> bytes = out.bytes();
+  const std::size_t size = bytes.size();
+  const std::uint8_t* data = bytes.data();
+  if (size > kValueHeader + 1 && size <= UINT32_MAX && get_int32(data) == size &&
+      data[size - 1] == 0 && data[5] == 'v' && data[6] == 0) {
+    const std::size_t length = get_int32(data + 7);
+    if (data[4] == BSON_TYPE_UTF8 && length >= 1 && kValueHeader + length + 1 == size &&
+        data[kValueHeader + length - 1] == 0) {
+      return BsonValue::utf8(
+          std::string_view(reinterpret_cast<const char*>(data + kValueHeader), length - 1));
+    }
+    if (data[4] == BSON_TYPE_BINARY && kValueHeader + 1 + length + 1 == size &&
+        data[kValueHeader] != BSON_SUBTYPE_BINARY_DEPRECATED) {
+      bson_value_t view{};
+      view.value_type = BSON_TYPE_BINARY;
+      view.value.v_binary.subtype = static_cast<bson_subtype_t>(data[kValueHeader]);
+      view.value.v_binary.data = const_cast<std::uint8_t*>(data + kValueHeader + 1);
+      view.value.v_binary.data_len = static_cast<std::uint32_t>(length);
+      return BsonValue(view);
+    }
+  }
+  bson_t doc;
+  if (!out.view(&doc)) {
+    throw Error(ErrorCode::kMalformedResponse,
+                "not a valid BSON document (" + std::to_string(size) + " bytes)");
+  }
+  bson_iter_t iter;
+  if (!bson_iter_init_find(&iter, &doc, "v")) throw_no_value();
   return BsonValue(*bson_iter_value(&iter));
+}
+
+// The result of an explicit encryption or decryption. MONGOCRYPT_CTX_DONE (no output) stands
+// for {}, which has no "v" either.
+BsonValue finish_value(const BinaryOut* out) {
+  if (out == nullptr) throw_no_value();
+  return value_of(*out);
 }
 
 // libmongocrypt's request bytes as an HttpRequest. Host, Content-Length and Connection are left
@@ -228,9 +352,12 @@ struct CryptSession::Impl {
 
   // Runs the operation; after a 401 from Key Vault, drops the token and runs it once more
   // from a new context (libmongocrypt 1.7.2 cannot resend a request with another token).
-  BsonDocument run(const std::function<CtxPtr()>& make_ctx, Deadline deadline) {
+  // `make_ctx()` returns a started context; `finish(out)` turns libmongocrypt's output into the
+  // result while the context still owns it (`out` is null when the operation had no output).
+  template <typename MakeCtx, typename Finish>
+  auto run(const MakeCtx& make_ctx, const Finish& finish, Deadline deadline) {
     try {
-      return run_once(make_ctx(), deadline);
+      return run_once(make_ctx(), finish, deadline);
     } catch (const Unauthorized& first) {
       log(LogLevel::kWarning, "Key Vault " + first.url +
                                   " answered 401 to the cached token; fetching a new token "
@@ -239,7 +366,7 @@ struct CryptSession::Impl {
       unauthorized_retries.fetch_add(1, std::memory_order_relaxed);
     }
     try {
-      return run_once(make_ctx(), deadline);
+      return run_once(make_ctx(), finish, deadline);
     } catch (const Unauthorized& second) {
       throw Error(ErrorCode::kKms,
                   "Key Vault answered 401 to a freshly fetched token too; check that the token's "
@@ -251,7 +378,8 @@ struct CryptSession::Impl {
     }
   }
 
-  BsonDocument run_once(CtxPtr ctx_owner, Deadline deadline) {
+  template <typename Finish>
+  auto run_once(CtxPtr ctx_owner, const Finish& finish, Deadline deadline) {
     mongocrypt_ctx_t* ctx = ctx_owner.get();
     for (;;) {
       switch (mongocrypt_ctx_state(ctx)) {
@@ -272,10 +400,10 @@ struct CryptSession::Impl {
         case MONGOCRYPT_CTX_READY: {
           BinaryOut out;
           check(mongocrypt_ctx_finalize(ctx, out.get()), ctx, "finalizing");
-          return out.document();
+          return finish(&out);
         }
         case MONGOCRYPT_CTX_DONE:
-          return BsonDocument();
+          return finish(nullptr);
         case MONGOCRYPT_CTX_ERROR:
         default:
           throw ctx_error(ctx, "operation failed");
@@ -290,13 +418,18 @@ struct CryptSession::Impl {
     key_vault_reads.fetch_add(1, std::memory_order_relaxed);
     for (const auto& key : options.key_vault->find(query, deadline)) {
       BinaryView view(key);
-      check(mongocrypt_ctx_mongo_feed(ctx, view.get()), ctx,
-            "data key " + DataKeyId::of(key).to_string() + " from " +
-                options.key_vault->describe() + " was refused",
-            ErrorCode::kKeyVault);
+      check(
+          mongocrypt_ctx_mongo_feed(ctx, view.get()), ctx,
+          [&] {
+            return "data key " + DataKeyId::of(key).to_string() + " from " +
+                   options.key_vault->describe() + " was refused";
+          },
+          ErrorCode::kKeyVault);
     }
-    check(mongocrypt_ctx_mongo_done(ctx), ctx,
-          "data keys missing from " + options.key_vault->describe(), ErrorCode::kKeyVault);
+    check(
+        mongocrypt_ctx_mongo_done(ctx), ctx,
+        [&] { return "data keys missing from " + options.key_vault->describe(); },
+        ErrorCode::kKeyVault);
   }
 
   void answer_credentials(mongocrypt_ctx_t* ctx, Deadline deadline) {
@@ -468,12 +601,14 @@ DataKeyId CryptSession::create_data_key(const AzureMasterKey& master_key,
           const BsonDocument alt_doc(alt);
           bson_destroy(alt);
           BinaryView alt_view(alt_doc);
-          check(mongocrypt_ctx_setopt_key_alt_name(ctx.get(), alt_view.get()), ctx.get(),
-                "invalid keyAltName \"" + name + "\"", ErrorCode::kConfiguration);
+          check(
+              mongocrypt_ctx_setopt_key_alt_name(ctx.get(), alt_view.get()), ctx.get(),
+              [&] { return "invalid keyAltName \"" + name + "\""; }, ErrorCode::kConfiguration);
         }
         check(mongocrypt_ctx_datakey_init(ctx.get()), ctx.get(), "starting data key creation");
         return ctx;
       },
+      [](const BinaryOut* out) { return out != nullptr ? out->document() : BsonDocument(); },
       deadline);
   impl_->options.key_vault->insert(key, deadline);
   return DataKeyId::of(key);
@@ -481,27 +616,27 @@ DataKeyId CryptSession::create_data_key(const AzureMasterKey& master_key,
 
 BsonValue CryptSession::encrypt(const BsonValue& value, const DataKeyId& key, Algorithm algorithm,
                                 std::optional<Deadline> deadline) {
-  const BsonDocument input = value_document(value);
-  return value_of(impl_->run(
+  const ValueDocument input(value);
+  return impl_->run(
       [&] {
         CtxPtr ctx(mongocrypt_ctx_new(impl_->crypt.get()));
         BinaryView id(key.bytes);
         check(mongocrypt_ctx_setopt_key_id(ctx.get(), id.get()), ctx.get(), "key id");
         check(mongocrypt_ctx_setopt_algorithm(ctx.get(), to_string(algorithm).data(), -1),
               ctx.get(), "algorithm");
-        BinaryView in(input);
+        BinaryView in(input.bytes());
         check(mongocrypt_ctx_explicit_encrypt_init(ctx.get(), in.get()), ctx.get(),
               "starting encryption");
         return ctx;
       },
-      impl_->deadline_or_default(deadline)));
+      finish_value, impl_->deadline_or_default(deadline));
 }
 
 BsonValue CryptSession::encrypt(const BsonValue& value, std::string_view key_alt_name,
                                 Algorithm algorithm, std::optional<Deadline> deadline) {
-  const BsonDocument input = value_document(value);
+  const ValueDocument input(value);
   const std::string name(key_alt_name);
-  return value_of(impl_->run(
+  return impl_->run(
       [&] {
         CtxPtr ctx(mongocrypt_ctx_new(impl_->crypt.get()));
         bson_t* alt = BCON_NEW("keyAltName", BCON_UTF8(name.c_str()));
@@ -512,28 +647,28 @@ BsonValue CryptSession::encrypt(const BsonValue& value, std::string_view key_alt
               "keyAltName", ErrorCode::kConfiguration);
         check(mongocrypt_ctx_setopt_algorithm(ctx.get(), to_string(algorithm).data(), -1),
               ctx.get(), "algorithm");
-        BinaryView in(input);
+        BinaryView in(input.bytes());
         check(mongocrypt_ctx_explicit_encrypt_init(ctx.get(), in.get()), ctx.get(),
               "starting encryption");
         return ctx;
       },
-      impl_->deadline_or_default(deadline)));
+      finish_value, impl_->deadline_or_default(deadline));
 }
 
 BsonValue CryptSession::decrypt(const BsonValue& ciphertext, std::optional<Deadline> deadline) {
   if (ciphertext.binary_subtype() != BSON_SUBTYPE_ENCRYPTED) {
     throw Error(ErrorCode::kCrypt, "only BSON binary subtype 6 values can be decrypted");
   }
-  const BsonDocument input = value_document(ciphertext);
-  return value_of(impl_->run(
+  const ValueDocument input(ciphertext);
+  return impl_->run(
       [&] {
         CtxPtr ctx(mongocrypt_ctx_new(impl_->crypt.get()));
-        BinaryView in(input);
+        BinaryView in(input.bytes());
         check(mongocrypt_ctx_explicit_decrypt_init(ctx.get(), in.get()), ctx.get(),
               "starting decryption");
         return ctx;
       },
-      impl_->deadline_or_default(deadline)));
+      finish_value, impl_->deadline_or_default(deadline));
 }
 
 CryptStats CryptSession::stats() const {
