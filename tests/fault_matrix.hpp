@@ -396,7 +396,9 @@ class Harness {
  public:
   static constexpr const char* kIdentityHeader = "fm-IDENTITY-HEADER-5b7e19c3d2a8";
   static constexpr const char* kMsiSecret = "fm-MSI-SECRET-0a4d82f6e1b9";
-  static constexpr milliseconds kAttemptTimeout{1'000};
+  // Long enough that a loaded machine (sanitizers, parallel tests) never times out a normal
+  // answer, which would add an attempt to a row.
+  static constexpr milliseconds kAttemptTimeout{2'000};
 
   Harness() {
     emulator::Options options;

@@ -151,7 +151,7 @@ class KmsFaults : public ::testing::Test {
     options.environment = env;
     options.context.http =
         std::make_shared<testing::LoopbackOnlyHttpClient>(make_curl_http_client());
-    options.context.attempt_timeout = seconds{1};
+    options.context.attempt_timeout = seconds{2};
     options.context.retry_policy = Harness::fast(RetryPolicy::identity_endpoint());
     options.cache_options.error_backoff_initial = milliseconds{1};
     options.cache_options.error_backoff_max = milliseconds{1};
@@ -166,7 +166,7 @@ class KmsFaults : public ::testing::Test {
     options.key_vault = key_vault_;
     options.ca_file = vault_->ca_file();
     options.kms_retry = fast_kms_retries();
-    options.kms_attempt_timeout = seconds{1};
+    options.kms_attempt_timeout = seconds{2};
     return std::make_unique<CryptSession>(options);
   }
   static AzureMasterKey master_key() { return {"azure", vault_->endpoint(), "mongo-key", ""}; }
