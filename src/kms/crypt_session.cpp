@@ -350,12 +350,30 @@ struct CryptSession::Impl {
     return deadline ? *deadline : options.clock->steady_now() + options.operation_timeout;
   }
 
+  // An operation's deadline: the caller's, or operation_timeout from the first moment the
+  // operation has to wait on something (key vault, credentials, Key Vault). Until then it has
+  // only done local work inside libmongocrypt, so an operation that never waits (a warm session's
+  // encryption or decryption) never reads the clock.
+  class OperationDeadline {
+   public:
+    OperationDeadline(const Impl& impl, std::optional<Deadline> given)
+        : impl_(impl), value_(given) {}
+    Deadline get() {
+      if (!value_) value_ = impl_.deadline_or_default(std::nullopt);
+      return *value_;
+    }
+
+   private:
+    const Impl& impl_;
+    std::optional<Deadline> value_;
+  };
+
   // Runs the operation; after a 401 from Key Vault, drops the token and runs it once more
   // from a new context (libmongocrypt 1.7.2 cannot resend a request with another token).
   // `make_ctx()` returns a started context; `finish(out)` turns libmongocrypt's output into the
   // result while the context still owns it (`out` is null when the operation had no output).
   template <typename MakeCtx, typename Finish>
-  auto run(const MakeCtx& make_ctx, const Finish& finish, Deadline deadline) {
+  auto run(const MakeCtx& make_ctx, const Finish& finish, OperationDeadline deadline) {
     try {
       return run_once(make_ctx(), finish, deadline);
     } catch (const Unauthorized& first) {
@@ -379,7 +397,7 @@ struct CryptSession::Impl {
   }
 
   template <typename Finish>
-  auto run_once(CtxPtr ctx_owner, const Finish& finish, Deadline deadline) {
+  auto run_once(CtxPtr ctx_owner, const Finish& finish, OperationDeadline& deadline) {
     mongocrypt_ctx_t* ctx = ctx_owner.get();
     for (;;) {
       switch (mongocrypt_ctx_state(ctx)) {
@@ -389,13 +407,13 @@ struct CryptSession::Impl {
                       "automatic encryption needs a MongoDB connection; CryptSession does "
                       "explicit encryption only (use the C API with libmongoc instead)");
         case MONGOCRYPT_CTX_NEED_MONGO_KEYS:
-          answer_keys(ctx, deadline);
+          answer_keys(ctx, deadline.get());
           break;
         case MONGOCRYPT_CTX_NEED_KMS_CREDENTIALS:
-          answer_credentials(ctx, deadline);
+          answer_credentials(ctx, deadline.get());
           break;
         case MONGOCRYPT_CTX_NEED_KMS:
-          answer_kms(ctx, deadline);
+          answer_kms(ctx, deadline.get());
           break;
         case MONGOCRYPT_CTX_READY: {
           BinaryOut out;
@@ -609,7 +627,7 @@ DataKeyId CryptSession::create_data_key(const AzureMasterKey& master_key,
         return ctx;
       },
       [](const BinaryOut* out) { return out != nullptr ? out->document() : BsonDocument(); },
-      deadline);
+      Impl::OperationDeadline(*impl_, deadline));
   impl_->options.key_vault->insert(key, deadline);
   return DataKeyId::of(key);
 }
@@ -629,7 +647,7 @@ BsonValue CryptSession::encrypt(const BsonValue& value, const DataKeyId& key, Al
               "starting encryption");
         return ctx;
       },
-      finish_value, impl_->deadline_or_default(deadline));
+      finish_value, Impl::OperationDeadline(*impl_, deadline));
 }
 
 BsonValue CryptSession::encrypt(const BsonValue& value, std::string_view key_alt_name,
@@ -652,7 +670,7 @@ BsonValue CryptSession::encrypt(const BsonValue& value, std::string_view key_alt
               "starting encryption");
         return ctx;
       },
-      finish_value, impl_->deadline_or_default(deadline));
+      finish_value, Impl::OperationDeadline(*impl_, deadline));
 }
 
 BsonValue CryptSession::decrypt(const BsonValue& ciphertext, std::optional<Deadline> deadline) {
@@ -668,7 +686,7 @@ BsonValue CryptSession::decrypt(const BsonValue& ciphertext, std::optional<Deadl
               "starting decryption");
         return ctx;
       },
-      finish_value, impl_->deadline_or_default(deadline));
+      finish_value, Impl::OperationDeadline(*impl_, deadline));
 }
 
 CryptStats CryptSession::stats() const {
