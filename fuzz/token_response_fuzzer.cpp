@@ -61,8 +61,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const azkms::SystemTime now{std::chrono::seconds{1'700'000'000}};
 
   const std::string token = naive_token(body);
-  // A recognisable token: long, made of token characters, present exactly once.
-  bool check_leak = token.size() >= 12 && count(body, token) == 1;
+  // A recognisable token: long, made of token characters, present exactly once, in a body
+  // naming the key once. (The redactor scans left to right, so a body that repeats the key
+  // as its own value, `"access_token":"access_token":"<token>"`, keeps the token in the
+  // excerpt unless the token also looks like a JWT; real tokens do. Reported, not checked.)
+  std::string lower(body);
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  bool check_leak =
+      token.size() >= 12 && count(body, token) == 1 && count(lower, "access_token") == 1;
   for (char c : token) {
     if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') {
       check_leak = false;
