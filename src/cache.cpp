@@ -258,6 +258,7 @@ void CacheEntry::wait_for(std::unique_lock<std::mutex>& lock, const Flight& f, D
     Waiting(const Waiting&) = delete;
     Waiting& operator=(const Waiting&) = delete;
   } waiting(counters.waiting);  // guarded by `mutex`, which `lock` holds whenever it changes
+  ++counters.waits;
   while (!f.done) {
     const SteadyTime now = clock->steady_now();
     if (now >= deadline) {
@@ -679,6 +680,7 @@ CacheStats TokenCache::stats() const {
     total.errors_from_backoff += s.errors_from_backoff;
     total.invalidations += s.invalidations;
     total.waiting += s.waiting;
+    total.waits += s.waits;
   }
   total.last_error = core_->latest_error();
   return total;

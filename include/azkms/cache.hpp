@@ -106,6 +106,7 @@ struct CacheStats {
   std::uint64_t errors_from_backoff = 0;  // calls answered with the last error, no request
   std::uint64_t invalidations = 0;
   std::uint64_t waiting = 0;  // callers waiting right now for a fetch in flight
+  std::uint64_t waits = 0;    // callers that ever waited for a fetch (none while a token is usable)
   std::string last_error;     // most recent failure's message (no secrets); empty if none
 };
 
