@@ -271,6 +271,7 @@ TEST_F(CacheTest, SeventySecondTokenIsReusedAndRenewedInTheBackground) {
   for (std::size_t i = 1; i < threads.size(); ++i)
     EXPECT_NE(threads[i], std::this_thread::get_id());
   EXPECT_EQ(handle.stats().fetch_failures, 0u);
+  EXPECT_EQ(handle.stats().waits, 0u);
 }
 
 TEST_F(CacheTest, RefreshInIsHonoured) {
@@ -371,6 +372,7 @@ TEST_F(CacheTest, ConcurrentCallersOnAnEmptyCacheShareOneRequest) {
   }
   EXPECT_EQ(source->calls(), 1);
   EXPECT_EQ(handle.stats().upstream_requests, 1u);
+  EXPECT_EQ(handle.stats().waits, static_cast<std::uint64_t>(kCallers - 1));
 }
 
 TEST_F(CacheTest, ConcurrentCallersShareOneFailureToo) {
@@ -448,6 +450,7 @@ TEST_F(CacheTest, CallersKeepTheValidTokenWhileARenewalIsInFlight) {
     EXPECT_EQ(reader.get(), "secret-fake-1");
   }
   EXPECT_EQ(handle.stats().waiting, 0u);
+  EXPECT_EQ(handle.stats().waits, 0u);
   source->release();
   ASSERT_TRUE(eventually([&] { return handle.stats().renewals == 1; }));
   EXPECT_EQ(text(handle.get(far())), "secret-fake-2");
