@@ -105,8 +105,6 @@ inline std::string body_with(const std::string& fields) {
 inline const std::vector<Row>& rows() {
   using enum ErrorCode;
   constexpr Endpoint kImds = Endpoint::kImds;
-  constexpr Endpoint kAppService = Endpoint::kAppService;
-  constexpr Endpoint kAppService2017 = Endpoint::kAppService2017;
   constexpr Endpoint kAzureMl = Endpoint::kAzureMl;
   constexpr Endpoint kCloudShell = Endpoint::kCloudShell;
   constexpr Endpoint kAzureArc = Endpoint::kAzureArc;
@@ -253,8 +251,6 @@ inline const std::vector<Row>& rows() {
       row.only = {kAzureArc};
       r.push_back(row);
     }
-    (void)kAppService;
-    (void)kAppService2017;
     return r;
   }();
   return kRows;
