@@ -367,6 +367,21 @@ inline int free_port() {
   return ntohs(address.sin_port);
 }
 
+// An emulator started on fixed free ports (so that after stop() it comes back on the same
+// ports). Another process may take a port between the probe and the bind: then try again.
+inline std::unique_ptr<emulator::Emulator> start_on_fixed_ports(emulator::Options options) {
+  for (int attempt = 1;; ++attempt) {
+    for (auto endpoint : emulator::kAllEndpoints) options.ports[endpoint] = free_port();
+    auto emulator = std::make_unique<emulator::Emulator>(options);
+    try {
+      emulator->start();
+      return emulator;
+    } catch (const std::runtime_error&) {
+      if (attempt == 5) throw;
+    }
+  }
+}
+
 // The index in default_identities() each endpoint serves when no identity is named (see the
 // options in Harness: Azure ML's default is the second user-assigned identity, workload
 // identity's AZURE_CLIENT_ID the first).
@@ -402,16 +417,14 @@ class Harness {
     options.msi_secret = kMsiSecret;
     options.identities = emulator::default_identities();
     options.azure_ml_default_client_id = options.identities.at(2).client_id;
-    // Fixed ports, so that a stopped emulator comes back where the sources expect it.
-    for (auto endpoint : emulator::kAllEndpoints) options.ports[endpoint] = free_port();
     // AZKMS_FAULT_MATRIX_LOG=1: the emulator says what it served (never secrets).
     if (std::getenv("AZKMS_FAULT_MATRIX_LOG") != nullptr) {
       options.log = [](std::string_view line) {
         std::fprintf(stderr, "emulator: %.*s\n", static_cast<int>(line.size()), line.data());
       };
     }
-    emulator_ = std::make_unique<emulator::Emulator>(options);
-    emulator_->start();
+    // Fixed ports, so that a stopped emulator comes back where the sources expect it.
+    emulator_ = start_on_fixed_ports(options);
     new_client();
   }
 

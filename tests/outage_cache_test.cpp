@@ -76,10 +76,8 @@ class Outage : public ::testing::TestWithParam<Endpoint> {};
 
 TEST_P(Outage, CachedTokenRidesOutTheOutageThenFailsTypedThenRecoversByItself) {
   const Endpoint endpoint = GetParam();
-  emulator::Options emulator_options;
-  for (auto e : emulator::kAllEndpoints) emulator_options.ports[e] = fault_matrix::free_port();
-  emulator::Emulator emu(emulator_options);
-  emu.start();
+  auto emulator = fault_matrix::start_on_fixed_ports({});
+  emulator::Emulator& emu = *emulator;
 
   // The manual clock starts at the real time, so that absolute expiries the endpoint sends
   // (App Service's expires_on) agree with relative ones (IMDS's expires_in).
