@@ -42,7 +42,27 @@
 #include "emulator.hpp"
 
 // ---- heap allocations, counted per thread ---------------------------------------------------
+//
+// Sanitizers bring their own operator new: under them the counts are not taken (reported -1).
 
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define AZKMS_BENCH_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define AZKMS_BENCH_SANITIZED 1
+#endif
+#endif
+
+namespace {
+#ifdef AZKMS_BENCH_SANITIZED
+constexpr bool kCountsAllocations = false;
+#else
+constexpr bool kCountsAllocations = true;
+#endif
+thread_local std::uint64_t t_allocations = 0;
+}  // namespace
+
+#ifndef AZKMS_BENCH_SANITIZED
 // GCC sees operator new's pointer reach free() once these are inlined and takes the pair for
 // a mismatch; here malloc and free are the pair.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -50,8 +70,6 @@
 #endif
 
 namespace {
-thread_local std::uint64_t t_allocations = 0;
-
 void* counted_alloc(std::size_t size) {
   ++t_allocations;
   return std::malloc(size == 0 ? 1 : size);
@@ -91,6 +109,8 @@ void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
 void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
 void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+
+#endif  // AZKMS_BENCH_SANITIZED
 
 namespace azkms {
 namespace {
@@ -187,8 +207,10 @@ class MutexCopyCache {
 void report_reads(benchmark::State& state, std::uint64_t allocations_before) {
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
   state.counters["allocs_per_call"] = benchmark::Counter(
-      static_cast<double>(t_allocations - allocations_before) /
-          static_cast<double>(std::max<benchmark::IterationCount>(state.iterations(), 1)),
+      kCountsAllocations
+          ? static_cast<double>(t_allocations - allocations_before) /
+                static_cast<double>(std::max<benchmark::IterationCount>(state.iterations(), 1))
+          : -1.0,
       benchmark::Counter::kAvgThreads);
 }
 
