@@ -52,7 +52,8 @@ for stage in $stages; do
     fuzz)
       if ls fuzz/*_fuzzer.cpp >/dev/null 2>&1; then
         echo "== fuzz: build (libFuzzer)"
-        CC=clang CXX=clang++ BUILD_TYPE=Debug scripts/build.sh build-fuzz -DAZKMS_BUILD_FUZZ=ON -DAZKMS_BUILD_TESTS=OFF -DAZKMS_BUILD_BENCH=OFF
+        fuzz_targets=$(ls fuzz/*_fuzzer.cpp | xargs -n1 basename | sed 's/\.cpp$//' | tr '\n' ' ')
+        TARGETS="$fuzz_targets" CC=clang CXX=clang++ BUILD_TYPE=Debug scripts/build.sh build-fuzz -DAZKMS_BUILD_FUZZ=ON -DAZKMS_BUILD_TESTS=OFF -DAZKMS_BUILD_BENCH=OFF
         scripts/fuzz.sh build-fuzz "${AZKMS_FUZZ_SECONDS:-20}" || failed_stages+=("fuzz")
         summary+=("fuzz: see above")
       fi
