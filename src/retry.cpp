@@ -198,6 +198,8 @@ HttpResponse run_with_retries(const RetryPolicy& policy, Clock& clock, Deadline 
       status = last_response->status;
     } catch (Error& error) {
       if (!policy.retry_transport_errors || !is_transport_retryable(error.code())) {
+        // Observers see every attempt, including one that ends the loop with an error.
+        if (observer) observer(AttemptReport{attempts, 0, error.what(), milliseconds{0}});
         report_count();
         if (error.attempts() == 0) error.with_attempts(attempts);
         throw;

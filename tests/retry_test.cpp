@@ -421,6 +421,22 @@ TEST(RunWithRetries, ObserverSeesEveryAttemptAndItsWait) {
   EXPECT_EQ(reports[2].wait_before_next, milliseconds{0});
 }
 
+TEST(RunWithRetries, ObserverSeesAnAttemptThatEndsWithAnUnretryableError) {
+  AutoAdvanceClock clock;
+  ScriptedEndpoint endpoint{clock, {answer(503), fail(ErrorCode::kTls)}};
+  std::vector<AttemptReport> reports;
+  EXPECT_THROW(
+      run_with_retries(without_jitter(RetryPolicy::identity_endpoint()), clock,
+                       clock.steady_now() + seconds{60}, seconds{10}, std::ref(endpoint), nullptr,
+                       [&](const AttemptReport& report) { reports.push_back(report); }),
+      Error);
+  ASSERT_EQ(reports.size(), 2u);
+  EXPECT_EQ(reports[1].attempt, 2);
+  EXPECT_EQ(reports[1].status, 0);
+  EXPECT_FALSE(reports[1].error.empty());
+  EXPECT_EQ(reports[1].wait_before_next, milliseconds{0});
+}
+
 TEST(RunWithRetries, RetriesAreLoggedWithoutResponseBodies) {
   std::vector<std::string> lines;
   std::mutex mutex;
