@@ -253,48 +253,65 @@ std::size_t find_icase(std::string_view text, std::string_view needle, std::size
 
 // Replaces the value following each secret key (`"access_token": "..."`,
 // `access_token=...`) with "[redacted]". Works on broken JSON too: no parser involved.
+// Length of a quote at text[i]: 1 for " or ', 2 for an escaped \" (a key or value quoted
+// inside another JSON string, as in an error description), 0 for none.
+std::size_t quote_length(const std::string& text, std::size_t i) {
+  if (i >= text.size()) return 0;
+  if (text[i] == '"' || text[i] == '\'') return 1;
+  if (text[i] == '\\' && i + 1 < text.size() && text[i + 1] == '"') return 2;
+  return 0;
+}
+
+std::size_t skip_blanks(const std::string& text, std::size_t i) {
+  while (i < text.size() &&
+         (text[i] == ' ' || text[i] == '\t' || text[i] == '\n' || text[i] == '\r')) {
+    ++i;
+  }
+  return i;
+}
+
+constexpr std::string_view kRedacted = "[redacted]";
+
+// Replaces the value that follows the secret key at `pos` (key:value or key=value), if any.
+void redact_value_after(std::string& text, std::size_t pos, std::size_t key_size) {
+  std::size_t i = pos + key_size;
+  if (i < text.size() && text[i] == '_') return;  // client_assertion_type is not a secret
+  i = skip_blanks(text, i + quote_length(text, i));
+  if (i >= text.size() || (text[i] != ':' && text[i] != '=')) return;
+  i = skip_blanks(text, i + 1);
+  if (const std::size_t quote = quote_length(text, i); quote > 0) {
+    const std::size_t begin = i + quote;
+    std::size_t end = begin;
+    // An escaped quote ends an escaped value; a plain one ends a plain value.
+    while (end < text.size()) {
+      if (quote == 2 && text.compare(end, 2, "\\\"") == 0) break;
+      if (quote == 1 && text[end] == text[i]) break;
+      end += (quote == 1 && text[end] == '\\') ? 2 : 1;
+    }
+    end = std::min(end, text.size());
+    text.replace(begin, end - begin, kRedacted);
+    return;
+  }
+  std::size_t end = i;
+  while (end < text.size() && text[end] != ',' && text[end] != '}' && text[end] != '&' &&
+         !std::isspace(static_cast<unsigned char>(text[end]))) {
+    ++end;
+  }
+  text.replace(i, end - i, kRedacted);
+}
+
 std::string redact_secret_values(std::string text) {
-  static constexpr std::string_view kRedacted = "[redacted]";
   for (auto key : kSecretKeys) {
-    std::size_t pos = 0;
-    while ((pos = find_icase(text, key, pos)) != std::string::npos) {
-      std::size_t i = pos + key.size();
-      if (i < text.size() && text[i] == '_') {  // client_assertion_type is not a secret
-        pos = i;
-        continue;
-      }
-      if (i < text.size() && (text[i] == '"' || text[i] == '\'')) ++i;
-      while (i < text.size() &&
-             (text[i] == ' ' || text[i] == '\t' || text[i] == '\n' || text[i] == '\r')) {
-        ++i;
-      }
-      if (i >= text.size() || (text[i] != ':' && text[i] != '=')) {
-        pos = pos + key.size();
-        continue;
-      }
-      ++i;
-      while (i < text.size() &&
-             (text[i] == ' ' || text[i] == '\t' || text[i] == '\n' || text[i] == '\r')) {
-        ++i;
-      }
-      std::size_t end = i;
-      if (i < text.size() && (text[i] == '"' || text[i] == '\'')) {
-        const char quote = text[i];
-        end = i + 1;
-        while (end < text.size() && text[end] != quote) {
-          end += (text[end] == '\\') ? 2 : 1;
-        }
-        end = std::min(end, text.size());
-        text.replace(i + 1, end - i - 1, kRedacted);
-        pos = i + 1 + kRedacted.size();
-      } else {
-        while (end < text.size() && text[end] != ',' && text[end] != '}' && text[end] != '&' &&
-               !std::isspace(static_cast<unsigned char>(text[end]))) {
-          ++end;
-        }
-        text.replace(i, end - i, kRedacted);
-        pos = i + kRedacted.size();
-      }
+    // Right to left: a replacement only changes text after its own match, so the positions
+    // found before it stay valid, and a key name used as another key's value
+    // ("access_token":"access_token":"...") cannot hide the value that follows it.
+    std::vector<std::size_t> matches;
+    for (std::size_t pos = find_icase(text, key, 0); pos != std::string::npos;
+         pos = find_icase(text, key, pos + 1)) {
+      matches.push_back(pos);
+    }
+    for (auto it = matches.rbegin(); it != matches.rend(); ++it) {
+      redact_value_after(text, *it, key.size());
     }
   }
   // JSON Web Tokens anywhere else (an endpoint echoing an assertion in an error description).

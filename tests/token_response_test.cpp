@@ -264,6 +264,17 @@ TEST(BodyExcerpt, RemovesTokenValuesFromJsonAndForms) {
   EXPECT_THAT(form_excerpt, HasSubstr("client_id=abc"));
 }
 
+TEST(BodyExcerpt, KeyNamesUsedAsValuesOrEscapedInsideStringsHideNothing) {
+  // A key name in value position must not shield the value after it.
+  EXPECT_THAT(body_excerpt(R"({"access_token":"access_token":"abcdefghijklmnop"})", 1000),
+              Not(HasSubstr("abcdefghijklmnop")));
+  // A token quoted inside another string (escaped quotes), as an error description might.
+  const std::string escaped =
+      body_excerpt(R"({"error_description":"got access_token\":\"abcdefghijklmnop\" back"})", 1000);
+  EXPECT_THAT(escaped, Not(HasSubstr("abcdefghijklmnop")));
+  EXPECT_THAT(escaped, HasSubstr("back"));
+}
+
 TEST(BodyExcerpt, RemovesJsonWebTokensAnywhere) {
   const std::string jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW0ifQ.c2lnbmF0dXJl";
   const std::string excerpt = body_excerpt("AADSTS70021: assertion " + jwt + " rejected", 1000);
