@@ -34,7 +34,7 @@ for stage in $stages; do
   case "$stage" in
     unit)
       echo "== unit: build"
-      scripts/build.sh build
+      scripts/build.sh build -DAZKMS_BUILD_TESTS=ON
       run_ctest unit build
       ;;
     asan)
