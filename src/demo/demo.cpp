@@ -8,12 +8,12 @@
 #include <filesystem>
 #include <random>
 
-#include "emulator.hpp"
-#include "key_vault.hpp"
 #include "azkms/crypt_session.hpp"
 #include "azkms/error.hpp"
 #include "azkms/key_vault.hpp"
 #include "azkms/kms_providers.hpp"
+#include "emulator.hpp"
+#include "key_vault.hpp"
 
 namespace azkms {
 namespace {
