@@ -103,6 +103,16 @@ const std::string* param(const httplib::Params& params, const std::string& name)
   return it == params.end() ? nullptr : &it->second;
 }
 
+// True when the parameters name any identity selector, under any endpoint's spelling: the
+// endpoints that serve only one identity refuse them all rather than ignore them.
+bool names_a_selector(const httplib::Params& params) {
+  for (const char* selector :
+       {"client_id", "object_id", "msi_res_id", "clientid", "principal_id", "mi_res_id"}) {
+    if (param(params, selector) != nullptr) return true;
+  }
+  return false;
+}
+
 bool is_form(const httplib::Request& req) {
   return req.get_header_value("Content-Type").rfind("application/x-www-form-urlencoded", 0) == 0;
 }
@@ -837,13 +847,10 @@ struct Emulator::Impl {
     const auto query = query_params(req);
     Grant grant;
     if (!check_resource(kSelf, form, grant.resource, res)) return std::nullopt;
-    for (const char* selector :
-         {"client_id", "object_id", "msi_res_id", "clientid", "principal_id", "mi_res_id"}) {
-      if (param(form, selector) != nullptr || param(query, selector) != nullptr) {
-        reject(kSelf, res, 400, "invalid_request",
-               "Cloud Shell supports only the system-assigned identity");
-        return std::nullopt;
-      }
+    if (names_a_selector(form) || names_a_selector(query)) {
+      reject(kSelf, res, 400, "invalid_request",
+             "Cloud Shell supports only the system-assigned identity");
+      return std::nullopt;
     }
     grant.identity = default_identity(kSelf);
     return grant;
@@ -858,13 +865,10 @@ struct Emulator::Impl {
         !check_resource(kSelf, params, grant.resource, res)) {
       return std::nullopt;
     }
-    for (const char* selector :
-         {"client_id", "object_id", "msi_res_id", "clientid", "principal_id", "mi_res_id"}) {
-      if (param(params, selector) != nullptr) {
-        reject(kSelf, res, 400, "invalid_request",
-               "Service Fabric selects the identity by cluster configuration, not per request");
-        return std::nullopt;
-      }
+    if (names_a_selector(params)) {
+      reject(kSelf, res, 400, "invalid_request",
+             "Service Fabric selects the identity by cluster configuration, not per request");
+      return std::nullopt;
     }
     grant.identity = default_identity(kSelf);
     return grant;
