@@ -16,11 +16,13 @@
 
 #include "emulator.hpp"
 #include "faults.hpp"
+#include "key_vault.hpp"
 
 namespace {
 
 using azkms::emulator::Emulator;
 using azkms::emulator::Endpoint;
+using azkms::emulator::KeyVaultServer;
 
 std::string timestamp() {
   const std::time_t now = std::time(nullptr);
@@ -52,7 +54,7 @@ void print_env(const Emulator& emulator, Endpoint endpoint) {
   }
 }
 
-nlohmann::json describe(const Emulator& emulator) {
+nlohmann::json describe(const Emulator& emulator, const KeyVaultServer* vault) {
   nlohmann::json endpoints = nlohmann::json::object();
   for (Endpoint endpoint : azkms::emulator::kAllEndpoints) {
     endpoints[std::string(azkms::emulator::to_string(endpoint))] = {
@@ -67,11 +69,26 @@ nlohmann::json describe(const Emulator& emulator) {
                           {"object_id", identity.object_id},
                           {"resource_id", identity.resource_id}});
   }
-  return {{"endpoints", endpoints},
-          {"identities", identities},
-          {"service_fabric_thumbprint", emulator.service_fabric_thumbprint()},
-          {"arc_key_directory", emulator.arc_key_directory()},
-          {"tenant_id", emulator.options().tenant_id}};
+  nlohmann::json out = {{"endpoints", endpoints},
+                        {"identities", identities},
+                        {"service_fabric_thumbprint", emulator.service_fabric_thumbprint()},
+                        {"arc_key_directory", emulator.arc_key_directory()},
+                        {"tenant_id", emulator.options().tenant_id}};
+  if (vault != nullptr) {
+    out["key_vault"] = {{"endpoint", vault->endpoint()},
+                        {"url", vault->url()},
+                        {"ca_file", vault->ca_file()},
+                        {"keys", vault->options().keys}};
+  }
+  return out;
+}
+
+// One line for people: where Key Vault is, how to trust it, which key to wrap with.
+std::string describe_key_vault(const KeyVaultServer& vault) {
+  std::string keys;
+  for (const auto& name : vault.options().keys) keys += (keys.empty() ? "" : ", ") + name;
+  return vault.url() + " (keyVaultEndpoint " + vault.endpoint() + ", keys: " + keys + ", CA file " +
+         vault.ca_file() + ")";
 }
 
 // --print-env without --foreground: the parent prints what the serving child reports and exits,
@@ -156,6 +173,12 @@ int main(int argc, char** argv) {
                  "one endpoint (imds, app-service, app-service-2017, azure-ml, cloud-shell, "
                  "azure-arc, service-fabric, workload-identity) or all of them");
   app.add_flag("--json", json_output, "Print ports, URLs and identities as one JSON line");
+  bool serve_key_vault = true;
+  std::string key_name = "mongodb-key";
+  app.add_flag("!--no-key-vault", serve_key_vault,
+               "Do not serve the Key Vault emulator (HTTPS, wrapkey/unwrapkey)");
+  app.add_option("--key-name", key_name, "Name of the RSA key the Key Vault emulator creates")
+      ->capture_default_str();
   app.add_option("--port", port_options, "Fixed port for an endpoint, e.g. --port imds=8080")
       ->type_name("NAME=PORT");
   app.add_option("--identity-header", identity_header,
@@ -250,15 +273,30 @@ int main(int argc, char** argv) {
   try {
     Emulator emulator(options);
     emulator.start();
+    // Key Vault shares the identity endpoints' ledger: it accepts exactly the tokens they issue.
+    std::unique_ptr<KeyVaultServer> vault;
+    if (serve_key_vault) {
+      azkms::emulator::KeyVaultOptions vault_options;
+      vault_options.host = host;
+      vault_options.tenant_id = emulator.options().tenant_id;
+      vault_options.keys = {key_name};
+      vault_options.log = options.log;
+      vault = std::make_unique<KeyVaultServer>(emulator.ledger(), vault_options);
+      vault->start();
+    }
     if (json_output) {
-      std::cout << describe(emulator).dump() << std::endl;
+      std::cout << describe(emulator, vault.get()).dump() << std::endl;
     } else if (print_env_for.empty()) {
       std::cout << "azkms-emulator listening on " << host << ":\n";
       for (Endpoint endpoint : azkms::emulator::kAllEndpoints) {
         std::cout << "  " << azkms::emulator::to_string(endpoint) << "\t"
                   << emulator.token_url(endpoint) << "\n";
       }
+      if (vault) std::cout << "  key-vault\t" << describe_key_vault(*vault) << "\n";
       std::cout << "Use --print-env <endpoint|all> for the variables a client needs.\n";
+    }
+    if (vault && !json_output && !print_env_for.empty()) {
+      std::cout << "# Key Vault: " << describe_key_vault(*vault) << "\n";
     }
     if (env_endpoint) {
       print_env(emulator, *env_endpoint);
@@ -275,6 +313,7 @@ int main(int argc, char** argv) {
     int received = 0;
     sigwait(&signals, &received);
     if (!quiet) std::cerr << timestamp() << " stopping (signal " << received << ")\n";
+    if (vault) vault->stop();
     emulator.stop();
   } catch (const std::exception& e) {
     std::cerr << "azkms-emulator: " << e.what() << "\n";
