@@ -258,28 +258,6 @@ class CliSecrets : public ::testing::Test {
   fs::path scratch_;
 };
 
-const char* source_flag(Endpoint endpoint) {
-  switch (endpoint) {
-    case Endpoint::kImds:
-      return "imds";
-    case Endpoint::kAppService:
-      return "app-service";
-    case Endpoint::kAppService2017:
-      return "app-service-2017";
-    case Endpoint::kAzureMl:
-      return "azure-ml";
-    case Endpoint::kCloudShell:
-      return "cloud-shell";
-    case Endpoint::kAzureArc:
-      return "azure-arc";
-    case Endpoint::kServiceFabric:
-      return "service-fabric";
-    case Endpoint::kWorkloadIdentity:
-      return "workload-identity";
-  }
-  return "auto";
-}
-
 bool supports_client_id(Endpoint endpoint) {
   return endpoint != Endpoint::kCloudShell && endpoint != Endpoint::kAzureArc &&
          endpoint != Endpoint::kServiceFabric;
@@ -293,7 +271,7 @@ TEST_F(CliSecrets, DetectAndFailingTokenPrintNoSecret) {
 
   for (auto endpoint : emulator::kAllEndpoints) {
     const fault_matrix::Vars vars = harness.environment_of(endpoint);
-    const std::string source = std::string("--source ") + source_flag(endpoint);
+    const std::string source = "--source " + std::string(emulator::to_string(endpoint));
     const std::string name(emulator::to_string(endpoint));
 
     for (const char* detect : {"detect", "detect --json"}) {
