@@ -4,16 +4,17 @@
 //  - a wait never runs past the caller's deadline: when the next wait would, the loop stops
 //    and hands back the last outcome instead of sleeping into a certain timeout;
 //  - every attempt gets min(per_attempt_timeout, time left);
+//  - attempts are bounded by a count (max_attempts; max_attempts_410 for IMDS's 410 window);
 //  - Retry-After (delta seconds or an HTTP date), retry-after-ms and x-ms-retry-after-ms
-//    replace the computed backoff;
+//    lengthen the computed backoff, never shorten it, and are clamped before any arithmetic;
 //  - the only way this code waits is Clock::sleep_until, so a ManualClock drives it in tests.
 #include "azkms/retry.hpp"
 
 #include <curl/curl.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
+#include <ctime>
 #include <optional>
 #include <random>
 #include <string>
@@ -31,36 +32,40 @@ bool is_transport_retryable(ErrorCode code) noexcept {
   return code == ErrorCode::kTimeout || code == ErrorCode::kConnection;
 }
 
-std::optional<long long> parse_non_negative(std::string_view text) {
+constexpr long long kLongestWaitMs = kLongestRequestedWait.count();
+constexpr long long kLongestWaitSeconds = kLongestWaitMs / 1000;
+
+// A header value that is a run of decimal digits (blanks around it allowed), saturating at
+// `cap`: a number too long for 64 bits asks for a very long wait, not for none. nullopt for
+// anything else (signs, fractions, words).
+std::optional<long long> parse_count(std::string_view text, long long cap) {
   while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
   while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
   if (text.empty()) return std::nullopt;
   long long value = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc{} || end != text.data() + text.size() || value < 0) return std::nullopt;
-  return value;
+  for (char c : text) {
+    if (c < '0' || c > '9') return std::nullopt;
+    // Stops growing once past the cap, so the arithmetic never overflows.
+    if (value <= cap) value = value * 10 + (c - '0');
+  }
+  return std::min(value, cap);
 }
 
-// The wait the server asked for, if any. An HTTP date in the past means "now".
-std::optional<milliseconds> requested_wait(const HttpResponse& response, const Clock& clock) {
-  for (const char* name : {"retry-after-ms", "x-ms-retry-after-ms"}) {
-    if (auto value = response.header(name)) {
-      if (auto ms = parse_non_negative(*value)) return milliseconds{*ms};
-    }
-  }
-  const auto value = response.header("Retry-After");
-  if (!value) return std::nullopt;
-  if (auto seconds = parse_non_negative(*value)) {
-    constexpr long long kMaxSeconds = 24LL * 3600;  // anything longer is beyond any deadline
-    return std::chrono::seconds{std::min(*seconds, kMaxSeconds)};
-  }
-  // libcurl's parser for HTTP dates (RFC 1123, RFC 850, asctime).
-  const time_t when = curl_getdate(value->c_str(), nullptr);
+// The wait until an HTTP date (RFC 1123, RFC 850, asctime; libcurl's parser). The arithmetic
+// is in whole seconds, where a date past 2262 still fits, and the result is clamped before it
+// becomes a duration; a date in the past means no wait.
+std::optional<milliseconds> wait_until_http_date(const std::string& text, SystemTime now) {
+  const std::time_t when = curl_getdate(text.c_str(), nullptr);
   if (when < 0) return std::nullopt;
-  const auto target = std::chrono::system_clock::from_time_t(when);
-  const auto now = clock.now();
-  if (target <= now) return milliseconds{0};
-  return std::chrono::duration_cast<milliseconds>(target - now);
+  const auto since_epoch = now.time_since_epoch();
+  const long long now_seconds = std::chrono::floor<std::chrono::seconds>(since_epoch).count();
+  // Past the longest wait (a date after 2262 included): stop here, before multiplying.
+  if (static_cast<long long>(when) > now_seconds + kLongestWaitSeconds) {
+    return kLongestRequestedWait;
+  }
+  const long long now_ms = std::chrono::floor<milliseconds>(since_epoch).count();
+  const long long wait_ms = static_cast<long long>(when) * 1000 - now_ms;
+  return milliseconds{std::clamp(wait_ms, 0LL, kLongestWaitMs)};
 }
 
 double jitter_factor(double jitter) {
@@ -71,12 +76,25 @@ double jitter_factor(double jitter) {
 }
 
 // Backoff before attempt `next_attempt` (2-based): initial * multiplier^(n-2), capped, jittered.
+// Computed in double and clamped before it becomes a duration, whatever the policy holds.
 milliseconds computed_backoff(const RetryPolicy& policy, int next_attempt) {
   double base = static_cast<double>(policy.initial_backoff.count()) *
                 std::pow(policy.backoff_multiplier, std::max(0, next_attempt - 2));
   base = std::min(base, static_cast<double>(policy.max_backoff.count()));
   const double jittered = base * jitter_factor(std::clamp(policy.jitter, 0.0, 1.0));
-  return milliseconds{static_cast<long long>(std::llround(std::max(0.0, jittered)))};
+  if (!(jittered > 0)) return milliseconds{0};  // also NaN
+  return milliseconds{std::llround(std::min(jittered, static_cast<double>(kLongestWaitMs)))};
+}
+
+// The wait before attempt `next_attempt`: the policy's own backoff, or longer when the server
+// asks for longer. Never shorter: a server answering "Retry-After: 0" (or a date in the past)
+// every time would otherwise get a request storm. Both terms are within kLongestRequestedWait.
+milliseconds next_wait(const RetryPolicy& policy, const HttpResponse* response, const Clock& clock,
+                       int next_attempt) {
+  const milliseconds backoff = computed_backoff(policy, next_attempt);
+  if (response == nullptr) return backoff;
+  const auto asked = requested_retry_wait(*response, clock.now());
+  return asked ? std::max(backoff, *asked) : backoff;
 }
 
 std::string describe_outcome(int status, const std::string& error) {
@@ -90,6 +108,20 @@ void sleep_through(Clock& clock, SteadyTime until) {
 }
 
 }  // namespace
+
+std::optional<milliseconds> requested_retry_wait(const HttpResponse& response, SystemTime now) {
+  for (const char* name : {"retry-after-ms", "x-ms-retry-after-ms"}) {
+    if (auto value = response.header(name)) {
+      if (auto ms = parse_count(*value, kLongestWaitMs)) return milliseconds{*ms};
+    }
+  }
+  const auto value = response.header("Retry-After");
+  if (!value) return std::nullopt;
+  if (auto seconds = parse_count(*value, kLongestWaitSeconds)) {
+    return std::chrono::seconds{*seconds};
+  }
+  return wait_until_http_date(*value, now);
+}
 
 bool RetryPolicy::is_retryable_status(int status) const noexcept {
   switch (status) {
@@ -120,6 +152,11 @@ RetryPolicy RetryPolicy::imds() {
   policy.max_backoff = milliseconds{30'000};
   policy.jitter = 0.2;
   policy.keep_retrying_410_for = milliseconds{70'000};
+  // The schedule reaches 70 s on the seventh attempt: 0, 2, 6, 14, 30, 60 and 90 s without
+  // jitter (waits stop growing at 30 s); 0, 1.6, 4.8, 11.2, 24, 48 and 72 s with the shortest
+  // jitter (0.8). Eight attempts cover the window with one to spare, and bound the requests
+  // of a 410 spell however short the server's Retry-After.
+  policy.max_attempts_410 = 8;
   policy.retry_404 = true;
   policy.retry_410 = true;
   policy.retry_all_5xx = true;
@@ -183,9 +220,9 @@ HttpResponse run_with_retries(const RetryPolicy& policy, Clock& clock, Deadline 
 
   for (;;) {
     const SteadyTime now = clock.steady_now();
-    const auto left = std::chrono::duration_cast<milliseconds>(deadline - now);
     // Below one millisecond there is no budget to give: a zero timeout means "none" to curl.
-    if (left < milliseconds{1}) return finish();
+    if (deadline < now + milliseconds{1}) return finish();
+    const auto left = std::chrono::duration_cast<milliseconds>(deadline - now);
     const milliseconds budget = std::min(per_attempt_timeout, left);
 
     ++attempts;
@@ -218,13 +255,12 @@ HttpResponse run_with_retries(const RetryPolicy& policy, Clock& clock, Deadline 
     const SteadyTime after = clock.steady_now();
     bool more = attempts < policy.max_attempts;
     if (!more && status == 410 && policy.retry_410) {
-      more = after - first_start < policy.keep_retrying_410_for;
+      more =
+          attempts < policy.max_attempts_410 && after - first_start < policy.keep_retrying_410_for;
     }
     milliseconds wait{0};
     if (more) {
-      std::optional<milliseconds> asked;
-      if (last_response) asked = requested_wait(*last_response, clock);
-      wait = asked ? *asked : computed_backoff(policy, attempts + 1);
+      wait = next_wait(policy, last_response ? &*last_response : nullptr, clock, attempts + 1);
       // The next attempt needs at least a millisecond of budget after the wait.
       if (after + wait + milliseconds{1} > deadline) {
         log(LogLevel::kInfo, "identity endpoint: " + describe_outcome(status, error_text) +

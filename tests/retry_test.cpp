@@ -253,14 +253,180 @@ TEST(RunWithRetries, RetryAfterHttpDateIsReadAgainstTheClock) {
 }
 
 TEST(RunWithRetries, RetryAfterMillisecondsHeadersAreHonoured) {
+  RetryPolicy policy = without_jitter(RetryPolicy::imds());
+  policy.initial_backoff = milliseconds{100};  // shorter than what the server asks
   AutoAdvanceClock clock;
   ScriptedEndpoint endpoint{clock,
                             {answer(429, {{"x-ms-retry-after-ms", "1500"}}),
                              answer(429, {{"retry-after-ms", "250"}}), answer(200)}};
-  run_with_retries(RetryPolicy::imds(), clock, clock.steady_now() + seconds{60}, seconds{10},
+  run_with_retries(policy, clock, clock.steady_now() + seconds{60}, seconds{10},
                    std::ref(endpoint));
   const std::vector<std::chrono::nanoseconds> expected{milliseconds{1500}, milliseconds{250}};
   EXPECT_EQ(clock.sleeps(), expected);
+}
+
+// ---- hostile Retry-After values: the storm and overflow cases ----
+
+// An endpoint that must not be asked more than `limit` times: past that it answers 200, so
+// that a loop without a bound ends (and the test fails on the count) instead of hanging.
+ScriptedEndpoint bounded_endpoint(AutoAdvanceClock& clock, std::function<HttpResponse()> fault,
+                                  std::size_t limit = 100'000) {
+  ScriptedEndpoint endpoint{clock, {}};
+  auto calls = std::make_shared<std::size_t>(0);
+  endpoint.script = {[fault, calls, limit] { return ++*calls > limit ? response(200) : fault(); }};
+  // Each attempt takes a millisecond, so that time moves even when the loop never sleeps.
+  endpoint.attempt_takes = milliseconds{1};
+  return endpoint;
+}
+
+TEST(RunWithRetries, Imds410WithRetryAfterZeroIsBoundedByCountAndBackoff) {
+  // IMDS answering 410 with "Retry-After: 0" once got over 100,000 requests in 5 s.
+  AutoAdvanceClock clock;
+  ScriptedEndpoint endpoint = bounded_endpoint(clock, answer(410, {{"Retry-After", "0"}}));
+  int attempts = 0;
+  const HttpResponse last = run_with_retries(without_jitter(RetryPolicy::imds()), clock,
+                                             clock.steady_now() + seconds{300}, seconds{10},
+                                             std::ref(endpoint), &attempts);
+  EXPECT_EQ(last.status, 410);
+  EXPECT_LE(attempts, 8);
+  EXPECT_GE(attempts, RetryPolicy::imds().max_attempts);
+  // The server cannot shorten the policy's own backoff (2, 4, 8, 16, 30 s... without jitter).
+  const auto sleeps = clock.sleeps();
+  ASSERT_FALSE(sleeps.empty());
+  for (const auto& sleep : sleeps) EXPECT_GE(sleep, seconds{2});
+}
+
+TEST(RunWithRetries, RetryAfterZeroNeverShortensTheBackoff) {
+  for (const char* zero : {"0", " 0 ", "Thu, 01 Jan 1970 00:00:00 GMT"}) {
+    AutoAdvanceClock clock;
+    ScriptedEndpoint endpoint = bounded_endpoint(clock, answer(503, {{"Retry-After", zero}}));
+    run_with_retries(without_jitter(RetryPolicy::identity_endpoint()), clock,
+                     clock.steady_now() + seconds{60}, seconds{10}, std::ref(endpoint));
+    const std::vector<std::chrono::nanoseconds> expected{milliseconds{800}, milliseconds{1600},
+                                                         milliseconds{3200}};
+    EXPECT_EQ(clock.sleeps(), expected) << zero;
+  }
+  for (const char* header : {"retry-after-ms", "x-ms-retry-after-ms"}) {
+    AutoAdvanceClock clock;
+    ScriptedEndpoint endpoint = bounded_endpoint(clock, answer(429, {{header, "0"}}));
+    run_with_retries(without_jitter(RetryPolicy::identity_endpoint()), clock,
+                     clock.steady_now() + seconds{60}, seconds{10}, std::ref(endpoint));
+    EXPECT_EQ(clock.sleeps().size(), 3u) << header;
+    for (const auto& sleep : clock.sleeps()) EXPECT_GE(sleep, milliseconds{800}) << header;
+  }
+}
+
+TEST(RunWithRetries, AHugeRetryAfterEndsTheLoopWithoutOverflow) {
+  // Each asks for a wait far beyond any deadline; read naively, each overflows the time
+  // arithmetic (UBSan reports it) and the wrapped-around wait retries at once.
+  for (const auto& [name, value] : std::vector<std::pair<std::string, std::string>>{
+           {"x-ms-retry-after-ms", "9223372036854775807"},
+           {"retry-after-ms", "9223372036854775807"},
+           {"x-ms-retry-after-ms", "99999999999999999999999999"},
+           {"Retry-After", "9223372036854775807"},
+           {"Retry-After", "99999999999999999999999999"},
+           {"Retry-After", "Thu, 01 Jan 2263 00:00:00 GMT"},
+           {"Retry-After", "Mon, 01 Jan 2300 00:00:00 GMT"},
+           {"Retry-After", "Fri, 31 Dec 9999 23:59:59 GMT"}}) {
+    for (int status : {410, 429, 503}) {
+      SCOPED_TRACE(name + ": " + value + " on " + std::to_string(status));
+      AutoAdvanceClock clock;
+      ScriptedEndpoint endpoint = bounded_endpoint(clock, answer(status, {{name, value}}));
+      int attempts = 0;
+      const HttpResponse last =
+          run_with_retries(RetryPolicy::imds(), clock, clock.steady_now() + seconds{600},
+                           seconds{10}, std::ref(endpoint), &attempts);
+      EXPECT_EQ(last.status, status);
+      EXPECT_EQ(attempts, 1);
+      EXPECT_TRUE(clock.sleeps().empty());
+    }
+  }
+}
+
+TEST(RunWithRetries, The410WindowHasACountAsWellAsATime) {
+  // Waits that the server keeps short (the policy's own, here) cannot stretch a 410 spell
+  // into more than max_attempts_410 requests.
+  RetryPolicy policy = without_jitter(RetryPolicy::imds());
+  policy.initial_backoff = milliseconds{10};
+  policy.max_backoff = milliseconds{10};
+  AutoAdvanceClock clock;
+  ScriptedEndpoint endpoint = bounded_endpoint(clock, answer(410));
+  int attempts = 0;
+  run_with_retries(policy, clock, clock.steady_now() + seconds{300}, seconds{10},
+                   std::ref(endpoint), &attempts);
+  EXPECT_EQ(attempts, policy.max_attempts_410);
+}
+
+TEST(RunWithRetries, TheAttemptCapStillCoversImdsSeventySecondWindow) {
+  // With any jitter draw, the schedule reaches 70 s before the hard cap stops it.
+  for (int run = 0; run < 200; ++run) {
+    AutoAdvanceClock clock;
+    ScriptedEndpoint endpoint{clock, {answer(410)}};
+    int attempts = 0;
+    run_with_retries(RetryPolicy::imds(), clock, clock.steady_now() + seconds{300}, seconds{10},
+                     std::ref(endpoint), &attempts);
+    EXPECT_GE(endpoint.starts.back(), seconds{70}) << "run " << run;
+    EXPECT_LE(attempts, RetryPolicy::imds().max_attempts_410);
+  }
+}
+
+TEST(RunWithRetries, AbsurdPolicyValuesDoNotOverflow) {
+  RetryPolicy policy = RetryPolicy::identity_endpoint();
+  policy.initial_backoff = milliseconds::max();
+  policy.max_backoff = milliseconds::max();
+  policy.backoff_multiplier = 1e308;
+  AutoAdvanceClock clock;
+  ScriptedEndpoint endpoint{clock, {answer(503)}};
+  int attempts = 0;
+  run_with_retries(policy, clock, clock.steady_now() + seconds{60}, seconds{10}, std::ref(endpoint),
+                   &attempts);
+  EXPECT_EQ(attempts, 1);  // the first wait already passes the deadline
+}
+
+TEST(RunWithRetries, AFarDeadlineDoesNotOverflow) {
+  AutoAdvanceClock clock;
+  ScriptedEndpoint endpoint{
+      clock, {answer(503, {{"x-ms-retry-after-ms", "9223372036854775807"}}), answer(200)}};
+  int attempts = 0;
+  const HttpResponse last =
+      run_with_retries(RetryPolicy::identity_endpoint(), clock, Deadline::max(), seconds{10},
+                       std::ref(endpoint), &attempts);
+  EXPECT_EQ(last.status, 200);
+  EXPECT_EQ(attempts, 2);
+  EXPECT_EQ(clock.sleeps(), std::vector<std::chrono::nanoseconds>{kLongestRequestedWait});
+  // A deadline at the other end is simply past.
+  EXPECT_THROW(run_with_retries(RetryPolicy::identity_endpoint(), clock, Deadline::min(),
+                                seconds{10}, std::ref(endpoint)),
+               Error);
+}
+
+TEST(RequestedRetryWait, ReadsEveryShapeAndClampsIt) {
+  const SystemTime now{seconds{1'700'000'000}};
+  auto wait = [&](std::vector<HttpHeader> headers) {
+    return requested_retry_wait(response(429, std::move(headers)), now);
+  };
+  EXPECT_EQ(wait({}), std::nullopt);
+  EXPECT_EQ(wait({{"Retry-After", "7"}}), seconds{7});
+  EXPECT_EQ(wait({{"retry-after", " 7\t"}}), seconds{7});
+  EXPECT_EQ(wait({{"x-ms-retry-after-ms", "1500"}}), milliseconds{1500});
+  // The millisecond headers come first.
+  EXPECT_EQ(wait({{"Retry-After", "7"}, {"retry-after-ms", "250"}}), milliseconds{250});
+  EXPECT_EQ(wait({{"Retry-After", http_date(now + seconds{12})}}), seconds{12});
+  EXPECT_EQ(wait({{"Retry-After", http_date(now - seconds{12})}}), milliseconds{0});
+  for (const char* huge : {"9223372036854775807", "18446744073709551616", "86400001"}) {
+    EXPECT_EQ(wait({{"x-ms-retry-after-ms", huge}}), kLongestRequestedWait) << huge;
+    EXPECT_EQ(wait({{"Retry-After", huge}}), kLongestRequestedWait) << huge;
+  }
+  EXPECT_EQ(wait({{"Retry-After", "Fri, 01 Jan 2500 00:00:00 GMT"}}), kLongestRequestedWait);
+  for (const char* junk : {"", " ", "-1", "+5", "1.5", "soon", "0x10", "1e3", "5 s"}) {
+    EXPECT_EQ(wait({{"Retry-After", junk}}), std::nullopt) << junk;
+    EXPECT_EQ(wait({{"x-ms-retry-after-ms", junk}}), std::nullopt) << junk;
+  }
+  // Against a clock late in SystemTime's range, a date beyond it is still just "too long".
+  const SystemTime late = SystemTime::max() - std::chrono::hours{24 * 365};
+  EXPECT_EQ(
+      requested_retry_wait(response(429, {{"Retry-After", "Fri, 31 Dec 9999 23:59:59 GMT"}}), late),
+      kLongestRequestedWait);
 }
 
 TEST(RunWithRetries, UnparseableRetryAfterFallsBackToBackoff) {
