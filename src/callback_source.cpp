@@ -42,6 +42,12 @@ class CallbackSource final : public TokenSource {
                   "the token callback returned a token without expires_on; set when it expires")
           .with_source(name_);
     }
+    // The same check as an endpoint's token: a callback's value reaches the Authorization
+    // header just the same.
+    if (auto defect = token_defect(token, Clock::system()->now())) {
+      throw Error(ErrorCode::kCallback, "the token callback returned an unusable token: " + *defect)
+          .with_source(name_);
+    }
     if (token.resource.empty()) token.resource = request.resource;
     if (token.source.empty()) token.source = name_;
     return token;

@@ -1,6 +1,13 @@
 #include "azkms/clock.hpp"
 
+#include <algorithm>
+
 namespace azkms {
+
+SystemTime from_unix_seconds_clamped(std::int64_t seconds) noexcept {
+  const std::int64_t clamped = std::clamp<std::int64_t>(seconds, 0, kLatestExpiry.count());
+  return SystemTime{std::chrono::seconds{clamped}};
+}
 namespace {
 
 class SystemClock final : public Clock {

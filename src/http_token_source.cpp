@@ -10,6 +10,7 @@
 #include "azkms/secret.hpp"
 #include "azkms/source.hpp"
 #include "azkms/token_response.hpp"
+#include "sources/common.hpp"
 #include "text.hpp"
 
 namespace azkms {
@@ -125,6 +126,17 @@ Error HttpTokenSource::make_error(ErrorCode code, std::string message) const {
 AccessToken HttpTokenSource::parse_response(const HttpResponse& response,
                                             const TokenRequest& request, SystemTime sent_at) const {
   AccessToken token = parse_token_response(response.body, sent_at);
+  // A response naming another resource than the one asked for (a proxy rewriting the query,
+  // an endpoint ignoring it) is for another audience: Key Vault would refuse it, or worse,
+  // another service would accept it.
+  const std::string asked = sources::resource_of(request);
+  if (!token.resource.empty() && !same_resource(asked, token.resource)) {
+    throw make_error(ErrorCode::kIdentityMismatch,
+                     "asked for a token for " + body_excerpt(asked, 128) +
+                         " but the response is for " + body_excerpt(token.resource, 128) +
+                         "; check that nothing between azkms and the endpoint (a proxy) rewrites "
+                         "the request, and that the resource is spelled as the service expects");
+  }
   if (token.resource.empty()) token.resource = request.resource;
   const std::string expected = expected_client_id(request);
   if (!expected.empty() && !token.client_id.empty() && !iequals(expected, token.client_id)) {

@@ -25,7 +25,7 @@ using Micros = date::sys_time<std::chrono::microseconds>;
 // Bounds that keep every computed time inside SystemTime's range (nanoseconds: years 1678 to
 // 2262) whatever an endpoint sends. No token lives ten years; no expiry lies past 2200.
 constexpr long long kMaxRelativeSeconds = 10LL * 366 * 24 * 3600;
-constexpr long long kMaxEpochSeconds = 7'258'118'400;  // 2200-01-01T00:00:00Z
+constexpr long long kMaxEpochSeconds = kLatestExpiry.count();
 
 Error malformed(std::string message) {
   return Error(ErrorCode::kMalformedResponse, std::move(message));
@@ -185,10 +185,18 @@ std::string shape_of(const nlohmann::json& value) {
   return std::string("a JSON ") + value.type_name();
 }
 
+// A field that is missing, null, or a string of nothing but blanks: mature clients read
+// `"expires_in": ""` as no expires_in, and so does azkms.
+bool absent(const nlohmann::json& object, const char* name) {
+  const auto it = object.find(name);
+  if (it == object.end() || it->is_null()) return true;
+  return it->is_string() && trim(it->get_ref<const std::string&>()).empty();
+}
+
 std::optional<SystemTime> relative_field(const nlohmann::json& object, const char* name,
                                          SystemTime now) {
+  if (absent(object, name)) return std::nullopt;
   const auto it = object.find(name);
-  if (it == object.end() || it->is_null()) return std::nullopt;
   const auto value = seconds_of(*it);
   if (!value || *value > kMaxRelativeSeconds) {
     throw malformed(std::string(name) + " is " + shape_of(*it) +
@@ -198,8 +206,8 @@ std::optional<SystemTime> relative_field(const nlohmann::json& object, const cha
 }
 
 std::optional<SystemTime> absolute_field(const nlohmann::json& object, const char* name) {
+  if (absent(object, name)) return std::nullopt;
   const auto it = object.find(name);
-  if (it == object.end() || it->is_null()) return std::nullopt;
   std::optional<SystemTime> when;
   if (it->is_string()) {
     when = parse_expires_on(it->get_ref<const std::string&>());
@@ -221,6 +229,50 @@ std::string optional_string(const nlohmann::json& object, const char* name) {
     throw malformed(std::string(name) + " is " + shape_of(*it) + ", not a string");
   }
   return it->get<std::string>();
+}
+
+// RFC 6750 b64token characters, apart from the trailing '='.
+bool is_token_char(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '.' || c == '_' ||
+         c == '~' || c == '+' || c == '/';
+}
+
+// What a refused character is, in words (a single character is no secret, but a control
+// character must not reach a terminal).
+std::string describe_char(char c) {
+  const auto byte = static_cast<unsigned char>(c);
+  if (c == '\r' || c == '\n') return "a line break (CR or LF)";
+  if (c == ' ' || c == '\t') return "a blank";
+  if (byte < 0x20 || byte == 0x7f) return "a control character";
+  if (byte >= 0x80) return "a byte outside ASCII";
+  if (c == '=') return "an '=' before the end";
+  return std::string("the character '") + c + "'";
+}
+
+// Where a non-empty value stops being an RFC 6750 b64token, or npos when it is one.
+std::size_t first_bad_token_char(std::string_view value) {
+  std::size_t end = value.size();
+  while (end > 0 && value[end - 1] == '=') --end;
+  for (std::size_t i = 0; i < end; ++i) {
+    if (!is_token_char(value[i])) return i;
+  }
+  return std::string_view::npos;
+}
+
+std::string normalized_resource(std::string_view resource) {
+  std::string text(trim(resource));
+  if (!text.empty() && text.back() == '/') text.pop_back();
+  const auto scheme_end = text.find("://");
+  if (scheme_end == std::string::npos) return text;
+  const auto host_end = std::min(text.find_first_of("/?#", scheme_end + 3), text.size());
+  std::transform(
+      text.begin(), text.begin() + static_cast<std::ptrdiff_t>(host_end), text.begin(),
+      [](char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); });
+  return text;
+}
+
+std::string utc_text(SystemTime when) {
+  return date::format("%FT%TZ", std::chrono::floor<seconds>(when));
 }
 
 std::string field_names(const nlohmann::json& object) {
@@ -334,6 +386,33 @@ std::string redact_secret_values(std::string text) {
 
 }  // namespace
 
+std::optional<std::string> token_defect(const AccessToken& token, SystemTime now) {
+  const std::string_view value = token.token.reveal();
+  if (value.empty()) return std::string("the access token is empty");
+  if (value.find_first_not_of('=') == std::string_view::npos) {
+    return std::string(
+        "the access token is nothing but '='; a bearer token has letters, digits or - . _ ~ + / "
+        "before any '=' (RFC 6750)");
+  }
+  if (const auto bad = first_bad_token_char(value); bad != std::string_view::npos) {
+    return "the access token has " + describe_char(value[bad]) + " at byte " +
+           std::to_string(bad + 1) + " of " + std::to_string(value.size()) +
+           "; a bearer token is letters, digits and - . _ ~ + / with '=' only at the end (RFC "
+           "6750), and anything else would be written into the Authorization header as it is";
+  }
+  if (token.expires_on <= now) {
+    return "the token had already expired when it arrived: it expires at " +
+           utc_text(token.expires_on) + " and this machine's clock reads " + utc_text(now) +
+           "; check that this machine's clock and the endpoint's agree (clock skew is the usual "
+           "cause)";
+  }
+  return std::nullopt;
+}
+
+bool same_resource(std::string_view a, std::string_view b) {
+  return normalized_resource(a) == normalized_resource(b);
+}
+
 std::optional<long long> parse_seconds(std::string_view text) {
   text = trim(text);
   if (text.empty()) return std::nullopt;
@@ -429,6 +508,7 @@ AccessToken parse_token_response(std::string_view body, SystemTime now) {
                     field_names(json) + ")");
   }
   token.refresh_on = relative_field(json, "refresh_in", now);
+  if (auto defect = token_defect(token, now)) throw malformed(std::move(*defect));
   return token;
 }
 

@@ -9,6 +9,8 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <optional>
 #include <string>
 
 #include "azkms/azkms.h"
@@ -186,6 +188,85 @@ TEST(CApiTest, ACallbackThatSetsNoTokenIsAnError) {
   EXPECT_EQ(error.code, static_cast<std::uint32_t>(AZKMS_ERROR_CALLBACK));
   bson_destroy(&out);
   bson_destroy(&params);
+}
+
+// A callback that sets exactly what `value` and `expires_on` say, counting its calls.
+struct FixedToken {
+  std::string value;
+  std::int64_t expires_on = 0;
+  std::atomic<int> calls{0};
+};
+
+bool issue_fixed(void* userdata, const char*, int64_t, azkms_token_t* token, bson_error_t*) {
+  auto* fixed = static_cast<FixedToken*>(userdata);
+  ++fixed->calls;
+  azkms_token_set(token, fixed->value.c_str(), fixed->expires_on);
+  return true;
+}
+
+// Asks for the "azure" credentials as libmongoc would; the error message when it fails.
+std::optional<std::string> credentials_error(azkms_registry_t* registry) {
+  bson_t params = BSON_INITIALIZER;
+  bson_t out = BSON_INITIALIZER;
+  bson_error_t error{};
+  const bool ok = azkms_kms_credentials_callback(registry, &params, &out, &error);
+  bson_destroy(&out);
+  bson_destroy(&params);
+  if (ok) return std::nullopt;
+  EXPECT_EQ(error.code, static_cast<std::uint32_t>(AZKMS_ERROR_CALLBACK)) << error.message;
+  return std::string(error.message);
+}
+
+TEST(CApiTest, AnExpiryPastTwentyTwoSixtyTwoIsCachedNotRefetchedEveryTime) {
+  // INT64_MAX seconds once overflowed into an expiry in the past: the callback then ran on
+  // every operation.
+  for (std::int64_t far : {std::numeric_limits<std::int64_t>::max(), std::int64_t{9'300'000'000},
+                           std::int64_t{100'000'000'000}}) {
+    FixedToken fixed{"c-token-forever", far};
+    Registry registry(azkms_registry_new());
+    bson_error_t error;
+    ASSERT_TRUE(azkms_registry_add_callback(registry.ptr, "azure", issue_fixed, &fixed, &error));
+    for (int i = 0; i < 3; ++i) {
+      const auto failure = credentials_error(registry.ptr);
+      EXPECT_FALSE(failure.has_value()) << failure.value_or("");
+    }
+    EXPECT_EQ(fixed.calls.load(), 1) << far;
+  }
+}
+
+TEST(CApiTest, ATokenThatWouldForgeAHeaderIsRefused) {
+  for (const char* bad : {"c-token\r\nX-Injected: yes", "c-token\n", "c token", "c-token\t",
+                          "c-token\"", "c-tok=en", "c-token\x7f", "c-t\xc3\xa9oken"}) {
+    const auto expires = std::chrono::duration_cast<std::chrono::seconds>(
+        (std::chrono::system_clock::now() + 1h).time_since_epoch());
+    FixedToken fixed{bad, expires.count()};
+    Registry registry(azkms_registry_new());
+    bson_error_t error;
+    ASSERT_TRUE(azkms_registry_add_callback(registry.ptr, "azure", issue_fixed, &fixed, &error));
+    const auto failure = credentials_error(registry.ptr);
+    ASSERT_TRUE(failure.has_value()) << "accepted " << bad;
+    EXPECT_NE(failure->find("RFC 6750"), std::string::npos) << *failure;
+    EXPECT_EQ(failure->find("c-tok"), std::string::npos) << *failure;
+    EXPECT_EQ(failure->find("X-Injected"), std::string::npos) << *failure;
+  }
+}
+
+TEST(CApiTest, ATokenAlreadyExpiredIsRefusedNamingTheClock) {
+  for (std::int64_t past : {std::int64_t{1}, std::int64_t{1'500'000'000}, std::int64_t{-1},
+                            std::numeric_limits<std::int64_t>::min()}) {
+    FixedToken fixed{"c-token-stale", past};
+    Registry registry(azkms_registry_new());
+    bson_error_t error;
+    ASSERT_TRUE(azkms_registry_add_callback(registry.ptr, "azure", issue_fixed, &fixed, &error));
+    const auto failure = credentials_error(registry.ptr);
+    ASSERT_TRUE(failure.has_value()) << "accepted an expiry of " << past;
+    EXPECT_EQ(failure->find("c-token-stale"), std::string::npos) << *failure;
+    if (past == 1'500'000'000) {
+      EXPECT_NE(failure->find("already expired"), std::string::npos) << *failure;
+      EXPECT_NE(failure->find("2017-07-14T02:40:00Z"), std::string::npos) << *failure;
+      EXPECT_NE(failure->find("clock"), std::string::npos) << *failure;
+    }
+  }
 }
 
 TEST(CApiTest, InstallingNeedsTheAzureProvider) {

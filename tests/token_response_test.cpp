@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "azkms/error.hpp"
 #include "azkms/token_response.hpp"
@@ -246,6 +248,161 @@ INSTANTIATE_TEST_SUITE_P(
                       R"({"access_token": ")" + kT + R"(", "expires_in": 3600, "token_type": []})",
                       "token_type"}),
     [](const auto& info) { return std::string(info.param.name); });
+
+// ---- header injection: the token must be an RFC 6750 b64token ----
+
+std::string body_with_token(const std::string& json_escaped_token) {
+  return R"({"access_token": ")" + json_escaped_token + R"(", "expires_in": 3600})";
+}
+
+TEST(ParseTokenResponse, RefusesATokenThatWouldForgeAHeader) {
+  // JSON escapes, as an endpoint would send them; each decodes to a byte outside b64token.
+  for (const std::string& bad :
+       {kT + R"(\r\nX-Injected: yes)", kT + R"(\n)", R"(\r)" + kT, kT + " " + kT, kT + R"(\t)",
+        kT + R"(\u0000)", kT + R"(\u0001)", kT + R"(\u00e9)", kT + R"(\")", kT + ",x", kT + ":x",
+        kT + ";x", kT + "=" + kT, std::string("===")}) {
+    const Error error = parse_error(body_with_token(bad));
+    EXPECT_EQ(error.code(), ErrorCode::kMalformedResponse) << bad;
+    EXPECT_THAT(error.what(), HasSubstr("access token")) << bad;
+    EXPECT_THAT(error.what(), HasSubstr("RFC 6750")) << bad;
+    EXPECT_THAT(error.what(), Not(HasSubstr("SEKRIT"))) << bad;
+    EXPECT_THAT(error.what(), Not(HasSubstr("token-value"))) << bad;
+    EXPECT_THAT(error.what(), Not(HasSubstr("X-Injected"))) << bad;
+    for (char c : std::string(error.what())) {
+      EXPECT_FALSE(c == '\r' || c == '\n') << "a line break in the message for " << bad;
+    }
+  }
+}
+
+TEST(ParseTokenResponse, AcceptsEveryB64TokenCharacter) {
+  for (const std::string& good :
+       {std::string("ABCxyz0189-._~+/"), std::string("abc="), std::string("abc=="),
+        std::string("a"), std::string("eyJ0eXAi.eyJhdWQi.c2ln-_"), std::string("~~~")}) {
+    const AccessToken token = parse_token_response(body_with_token(good), kSent);
+    EXPECT_EQ(token.token.reveal(), good);
+  }
+}
+
+TEST(TokenDefect, NamesTheProblemWithoutTheToken) {
+  AccessToken token;
+  token.expires_on = kExpiry;
+  token.token = Secret(std::string(kToken) + "\r\nHost: evil");
+  auto defect = token_defect(token, kSent);
+  ASSERT_TRUE(defect.has_value());
+  EXPECT_THAT(*defect, HasSubstr("line break"));
+  EXPECT_THAT(*defect, HasSubstr("byte " + std::to_string(kToken.size() + 1)));
+  EXPECT_THAT(*defect, Not(HasSubstr("SEKRIT")));
+  EXPECT_THAT(*defect, Not(HasSubstr("evil")));
+
+  token.token = Secret("ab=cd");
+  ASSERT_TRUE(token_defect(token, kSent).has_value());
+  EXPECT_THAT(*token_defect(token, kSent), HasSubstr("'=' before the end"));
+  token.token = Secret("");
+  EXPECT_THAT(token_defect(token, kSent).value_or(""), HasSubstr("empty"));
+  token.token = Secret("ok-token");
+  EXPECT_EQ(token_defect(token, kSent), std::nullopt);
+  EXPECT_TRUE(token_defect(token, kExpiry).has_value());  // expires at the very instant
+}
+
+// ---- expiry already past when the token arrives ----
+
+TEST(ParseTokenResponse, ATokenAlreadyExpiredIsATypedErrorNamingBothClocks) {
+  // kSent is 2021-07-02T07:00:34Z.
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {R"("expires_on": 1)", "1970-01-01T00:00:01Z"},
+      {R"("expires_on": "0")", "1970-01-01T00:00:00Z"},
+      {R"("expires_on": 1500000000)", "2017-07-14T02:40:00Z"},
+      {R"("expires_on": "1500000000")", "2017-07-14T02:40:00Z"},
+      {R"("expires_on": "07/14/2017 02:40:00 +00:00")", "2017-07-14T02:40:00Z"},
+      {R"("expires_on": "2021-07-02T07:00:33Z")", "2021-07-02T07:00:33Z"},
+      {R"("expires_in": 0)", "2021-07-02T07:00:34Z"},
+      {R"("expires_in": "0")", "2021-07-02T07:00:34Z"},
+      {R"("expires_in": 0.4)", "2021-07-02T07:00:34Z"},
+      {R"("expires_in": "", "expires_on": 1500000000)", "2017-07-14T02:40:00Z"}};
+  for (const auto& [fields, expiry] : cases) {
+    const Error error = parse_error(body_with(fields));
+    EXPECT_EQ(error.code(), ErrorCode::kMalformedResponse) << fields;
+    EXPECT_THAT(error.what(), HasSubstr("already expired")) << fields;
+    EXPECT_THAT(error.what(), HasSubstr(expiry)) << fields;
+    EXPECT_THAT(error.what(), HasSubstr("2021-07-02T07:00:34Z")) << fields;  // the local clock
+    EXPECT_THAT(error.what(), HasSubstr("clock skew")) << fields;
+    EXPECT_THAT(error.what(), Not(HasSubstr("SEKRIT"))) << fields;
+  }
+}
+
+TEST(ParseTokenResponse, ALifetimeOfOneSecondIsStillAToken) {
+  // Short-lived tokens are the cache's business (its minimum remaining life), not an error.
+  const auto token = parse_token_response(body_with(R"("expires_in": 1)"), kSent);
+  EXPECT_EQ(token.expires_on, kSent + seconds{1});
+}
+
+// ---- expiry fields present but empty count as absent ----
+
+TEST(ParseTokenResponse, AnEmptyExpiryFieldCountsAsAbsent) {
+  for (const char* fields :
+       {R"("expires_in": "", "expires_on": "1625212834")",
+        R"("expires_in": "  ", "expires_on": 1625212834)",
+        R"("expires_on": "", "expires_in": 3600)", R"("expires_on": "", "expires_in": "3600")",
+        R"("expires_in": 3600, "refresh_in": "")",
+        R"("expires_in": null, "expires_on": 1625212834)"}) {
+    const AccessToken token = parse_token_response(body_with(fields), kSent);
+    EXPECT_EQ(token.expires_on, kExpiry) << fields;
+    EXPECT_FALSE(token.refresh_on.has_value()) << fields;
+  }
+}
+
+TEST(ParseTokenResponse, AllExpiryFieldsAbsentOrEmptyIsOneAndTheSameError) {
+  // Absent, null and empty read alike: no expiry at all, which stays an error.
+  for (const char* fields :
+       {R"("x": 1)", R"("expires_in": "")", R"("expires_on": "")",
+        R"("expires_in": "", "expires_on": "")", R"("expires_in": null, "expires_on": " ")"}) {
+    const Error error = parse_error(body_with(fields));
+    EXPECT_EQ(error.code(), ErrorCode::kMalformedResponse) << fields;
+    EXPECT_THAT(error.what(), HasSubstr("neither expires_in nor expires_on")) << fields;
+  }
+}
+
+// ---- durations and instants from the endpoint that would overflow ----
+
+TEST(ParseTokenResponse, HugeOrNegativeDurationsAndInstantsAreRefusedWithoutOverflow) {
+  for (const char* fields :
+       {R"("expires_in": 9223372036854775807)", R"("expires_in": "9223372036854775807")",
+        R"("expires_in": 18446744073709551615)", R"("expires_in": -9223372036854775808)",
+        R"("expires_in": 1e308)", R"("expires_in": -1e308)", R"("expires_in": 316224001)",
+        R"("expires_on": 9223372036854775807)", R"("expires_on": "9223372036854775807")",
+        R"("expires_on": 18446744073709551615)", R"("expires_on": -9223372036854775808)",
+        R"("expires_on": 1e19)", R"("expires_on": "2262-04-12T00:00:00Z")",
+        R"("expires_on": "Sat, 01 Jan 2300 00:00:00 GMT")",
+        R"("expires_in": 3600, "refresh_in": 9223372036854775807)",
+        R"("expires_in": 3600, "refresh_in": -1)", R"("expires_in": 3600, "refresh_in": 1e300)",
+        R"("expires_in": 3600, "refresh_in": "-9223372036854775808")"}) {
+    const Error error = parse_error(body_with(fields));
+    EXPECT_EQ(error.code(), ErrorCode::kMalformedResponse) << fields;
+  }
+  // The far end of what is accepted still computes.
+  const auto far = parse_token_response(body_with(R"("expires_on": 7258118400)"), kSent);
+  EXPECT_EQ(far.expires_on, SystemTime{kLatestExpiry});
+  const auto long_lived =
+      parse_token_response(body_with(R"("expires_in": 315360000, "refresh_in": 315360000)"), kSent);
+  EXPECT_EQ(long_lived.expires_on, kSent + seconds{315'360'000});
+}
+
+// ---- the resource a response names ----
+
+TEST(SameResource, NormalisesATrailingSlashAndTheCaseOfSchemeAndHost) {
+  EXPECT_TRUE(same_resource("https://vault.azure.net", "https://vault.azure.net"));
+  EXPECT_TRUE(same_resource("https://vault.azure.net", "https://vault.azure.net/"));
+  EXPECT_TRUE(same_resource("HTTPS://Vault.Azure.NET/", "https://vault.azure.net"));
+  EXPECT_TRUE(same_resource("https://vault.azure.net:443/x", "https://VAULT.azure.net:443/x/"));
+  EXPECT_TRUE(same_resource("api://abc", "api://ABC/"));
+  EXPECT_TRUE(same_resource("00000000-1111-2222", "00000000-1111-2222"));
+  EXPECT_FALSE(same_resource("https://vault.azure.net", "https://storage.azure.com"));
+  EXPECT_FALSE(same_resource("https://vault.azure.net", "https://vault.azure.net.evil"));
+  EXPECT_FALSE(same_resource("https://vault.azure.net", "http://vault.azure.net"));
+  EXPECT_FALSE(same_resource("https://host/Path", "https://host/path"));  // paths keep case
+  EXPECT_FALSE(same_resource("https://vault.azure.net", "https://vault.azure.net//"));
+  EXPECT_FALSE(same_resource("https://vault.azure.net", ""));
+}
 
 TEST(BodyExcerpt, RemovesTokenValuesFromJsonAndForms) {
   const std::string json = R"({"token_type":"Bearer","access_token":")" + kT +

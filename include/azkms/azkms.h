@@ -73,7 +73,10 @@ void azkms_registry_destroy(azkms_registry_t* registry);
 
 /* A token from the application's own code (another SDK, a secret store...). */
 typedef struct _azkms_token_t azkms_token_t;
-/* Sets the token a callback returns. `expires_on` is absolute, in Unix seconds. */
+/* Sets the token a callback returns. `expires_on` is absolute, in Unix seconds; a value past
+ * 2200-01-01 (INT64_MAX for "never") is read as that date. The token must be an RFC 6750
+ * bearer token (letters, digits, - . _ ~ + / and a trailing =) that has not expired yet, or
+ * the callback fails with AZKMS_ERROR_CALLBACK. */
 void azkms_token_set(azkms_token_t* token, const char* access_token, int64_t expires_on);
 /* Called when the cache needs a token for `resource` ("https://vault.azure.net"). Must return
  * within `timeout_ms`. Return true after azkms_token_set, or false with `error` set. */

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 
@@ -12,6 +13,15 @@ namespace azkms {
 using SystemTime = std::chrono::system_clock::time_point;  // token expiry: absolute epoch time
 using SteadyTime = std::chrono::steady_clock::time_point;  // deadlines and backoff
 using Deadline = SteadyTime;
+
+// Instants that come from outside (endpoints, callers of the C API) are bounded before any
+// arithmetic: SystemTime counts nanoseconds in 64 bits and ends in 2262. No token expires
+// after 2200-01-01T00:00:00Z; an expiry given later is read as that.
+inline constexpr std::chrono::seconds kLatestExpiry{7'258'118'400};
+
+// Unix seconds as a SystemTime, clamped to [1970-01-01, kLatestExpiry]: INT64_MAX ("never
+// expires") becomes 2200, a negative value 1970 (long expired), and nothing overflows.
+[[nodiscard]] SystemTime from_unix_seconds_clamped(std::int64_t seconds) noexcept;
 
 class Clock {
  public:

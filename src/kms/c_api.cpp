@@ -103,7 +103,9 @@ void azkms_registry_destroy(azkms_registry_t* registry) { delete registry; }
 void azkms_token_set(azkms_token_t* token, const char* access_token, int64_t expires_on) {
   if (token == nullptr || access_token == nullptr) return;
   token->token.token = azkms::Secret(access_token);
-  token->token.expires_on = azkms::SystemTime{std::chrono::seconds{expires_on}};
+  // Clamped, never converted as it is: INT64_MAX (a caller's "never expires") in nanoseconds
+  // overflows, and the wrapped-around expiry made the callback run on every operation.
+  token->token.expires_on = azkms::from_unix_seconds_clamped(expires_on);
   token->set = true;
 }
 
