@@ -10,6 +10,8 @@
 namespace azkms::cli {
 namespace {
 
+constexpr long long kLongestTimeoutMs = 600'000;  // 10 minutes
+
 struct TokenFlags {
   IdentityFlags identity;
   std::string resource{kKeyVaultResource};
@@ -22,9 +24,6 @@ long long epoch_seconds(SystemTime t) {
 }
 
 int run(const TokenFlags& flags) {
-  if (flags.timeout_ms <= 0) {
-    throw Error(ErrorCode::kConfiguration, "--timeout-ms must be a positive number of ms");
-  }
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::milliseconds(flags.timeout_ms);
   auto source = make_source(ProcessEnvironment{}, flags.identity.forced_source());
@@ -59,8 +58,13 @@ Action add_token_command(CLI::App& app) {
   command->add_option("--resource", flags->resource, "resource URI the token is for")
       ->capture_default_str();
   flags->identity.add_to(*command);
-  command->add_option("--timeout-ms", flags->timeout_ms, "deadline for the whole operation")
-      ->capture_default_str();
+  // Checked while parsing, before any arithmetic: 10000000000000 ms once overflowed the
+  // deadline into the past. The bound is tokenTimeoutMs's in a KMS provider configuration.
+  command
+      ->add_option("--timeout-ms", flags->timeout_ms,
+                   "deadline for the whole operation, 1 to 600000 ms")
+      ->capture_default_str()
+      ->check(CLI::Range(1LL, kLongestTimeoutMs));
   command->add_flag("--json", flags->json,
                     "print {accessToken, expiresOn, tokenType, resource, source}");
   return [flags] { return run(*flags); };
