@@ -154,6 +154,15 @@ bool apply_transport_fault(std::string_view fault, const httplib::Request& req,
              fault == "429" || fault == "500" || fault == "502" || fault == "503" ||
              fault == "504") {
     set_status_fault(res, std::stoi(std::string(fault)));
+  } else if (fault == "410-retry-after-0") {
+    set_status_fault(res, 410);
+    res.set_header("Retry-After", "0");
+  } else if (fault == "429-retry-after-ms-max") {
+    set_json_error(res, 429, "too_many_requests", "Too many requests (injected fault)");
+    res.set_header("x-ms-retry-after-ms", "9223372036854775807");
+  } else if (fault == "429-retry-after-2300") {
+    set_json_error(res, 429, "too_many_requests", "Too many requests (injected fault)");
+    res.set_header("Retry-After", "Mon, 01 Jan 2300 00:00:00 GMT");
   } else if (fault == "redirect") {
     res.set_redirect(context.redirect_location, 302);
     res.set_content(R"({"error":"moved","error_description":"see Location"})", "application/json");

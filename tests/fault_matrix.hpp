@@ -13,8 +13,9 @@
 // started on fixed ports, and starts it again on the same ports afterwards.
 //
 // Retry timing is shortened for the suite (backoffs of tens of milliseconds, at most three
-// attempts, IMDS's 410 window 5 s instead of 70 s). What is retried comes from each source's
-// own policy, so a source that retried the wrong status would fail its row.
+// attempts, IMDS's 410 window 5 s instead of 70 s; its cap of max_attempts_410 attempts stays).
+// What is retried comes from each source's own policy, so a source that retried the wrong
+// status would fail its row.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -42,6 +43,7 @@
 #include "azkms/detect.hpp"
 #include "azkms/error.hpp"
 #include "azkms/http.hpp"
+#include "azkms/retry.hpp"
 #include "emulator.hpp"
 #include "loopback_only.hpp"
 
@@ -157,6 +159,19 @@ inline const std::vector<Row>& rows() {
         emulator_row("429 with Retry-After: 1, persistent", "429", 10, fails(kHttpStatus, 3, 429)));
     r.push_back(emulator_row("500 once, then success", "500", 1, token(2)));
     r.push_back(emulator_row("503, persistent", "503", 10, fails(kHttpStatus, 3, 503)));
+    // ---- waits a server asks for that would be a storm or an overflow if obeyed ----
+    {
+      // IMDS keeps retrying 410 through its window, but never beyond max_attempts_410
+      // requests and never sooner than its own backoff, whatever Retry-After says.
+      Row row = emulator_row("410 with Retry-After: 0, persistent", "410-retry-after-0", 20,
+                             fails(kHttpStatus, 1, 410));
+      row.except[kImds] = fails(kHttpStatus, RetryPolicy::imds().max_attempts_410, 410);
+      r.push_back(row);
+    }
+    r.push_back(emulator_row("429 with x-ms-retry-after-ms: 2^63-1, persistent",
+                             "429-retry-after-ms-max", 10, fails(kHttpStatus, 1, 429)));
+    r.push_back(emulator_row("429 with a Retry-After date in 2300, persistent",
+                             "429-retry-after-2300", 10, fails(kHttpStatus, 1, 429)));
     // ---- transport ----
     r.push_back(emulator_row("per-attempt timeout once, then success", "slow", 1, token(2)));
     r.push_back(emulator_row("per-attempt timeout, persistent", "slow", 10, fails(kTimeout, 3)));
@@ -222,6 +237,25 @@ inline const std::vector<Row>& rows() {
                          body_with(R"("expires_in":3599,"expires_on":"tomorrow")")));
     r.push_back(
         body_row("refresh_in a word", body_with(R"("expires_in":3599,"refresh_in":"later")")));
+    r.push_back(body_row("refresh_in huge",
+                         body_with(R"("expires_in":3599,"refresh_in":9223372036854775807)")));
+    // ---- tokens that must never reach a caller ----
+    r.push_back(body_row("expires_on in 1970 (already expired)", body_with(R"("expires_on":"1")")));
+    r.push_back(
+        body_row("expires_on in 2017 (already expired)", body_with(R"("expires_on":1500000000)")));
+    r.push_back(body_row("expires_in 0 (already expired)", body_with(R"("expires_in":0)")));
+    r.push_back(body_row("access_token with CR/LF (would add a header to the Key Vault request)",
+                         std::string(R"({"access_token":")") + kSubstitutedToken +
+                             R"(\r\nX-Injected: yes","expires_in":3599})"));
+    r.push_back(body_row("access_token with a space",
+                         std::string(R"({"access_token":")") + kSubstitutedToken + " " +
+                             kSubstitutedToken + R"(","expires_in":3599})"));
+    {
+      Row row = body_row("response names another resource",
+                         body_with(R"("expires_in":3599,"resource":"https://storage.azure.com/")"));
+      row.expect = fails(kIdentityMismatch, 1);
+      r.push_back(row);
+    }
     // ---- identity ----
     {
       Row row = emulator_row("response names another identity (client id requested)",
