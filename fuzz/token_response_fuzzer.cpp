@@ -1,8 +1,9 @@
 // Fuzzes parse_token_response() and body_excerpt(): any bytes an identity endpoint might send.
 //
 // Beyond "no crash, no sanitizer report", it checks the contract:
-// - the parser either returns a token with a non-empty value or throws azkms::Error with
-//   kMalformedResponse, never anything else;
+// - the parser either returns a token with a non-empty value that passes token_defect() (an
+//   RFC 6750 token, not yet expired) or throws azkms::Error with kMalformedResponse, never
+//   anything else;
 // - an error message never contains the access_token value of the body (when that value is
 //   long enough to be recognisable and appears nowhere else in the body);
 // - body_excerpt() stays within its limit and holds no control characters.
@@ -78,6 +79,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   try {
     azkms::AccessToken parsed = azkms::parse_token_response(body, now);
     if (parsed.token.empty()) fail("parsed a token with an empty value");
+    if (azkms::token_defect(parsed, now)) fail("parsed a token that token_defect() refuses");
   } catch (const azkms::Error& error) {
     if (error.code() != azkms::ErrorCode::kMalformedResponse) {
       fail("parse error with a code other than malformed_response");
