@@ -8,6 +8,7 @@
 #include <openssl/x509v3.h>
 
 #include <stdexcept>
+#include <string_view>
 
 namespace azkms::emulator {
 namespace {
@@ -103,9 +104,15 @@ X509Ptr new_certificate(const std::string& common_name, EVP_PKEY* subject_key,
 
 std::string subject_alt_names(const std::vector<std::string>& dns_names,
                               const std::vector<std::string>& ip_addresses) {
+  // Appended piece by piece: `"," + ("DNS:" + dns)` makes GCC 12 at -O3 report a false
+  // -Wrestrict (overlapping memcpy) inside std::string's operator+.
   std::string san;
-  for (const auto& dns : dns_names) san += (san.empty() ? "" : ",") + ("DNS:" + dns);
-  for (const auto& ip : ip_addresses) san += (san.empty() ? "" : ",") + ("IP:" + ip);
+  const auto add = [&san](std::string_view kind, const std::string& value) {
+    if (!san.empty()) san += ',';
+    san.append(kind).append(value);
+  };
+  for (const auto& dns : dns_names) add("DNS:", dns);
+  for (const auto& ip : ip_addresses) add("IP:", ip);
   return san;
 }
 

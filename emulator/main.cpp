@@ -14,6 +14,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "azkms/version.h"
 #include "emulator.hpp"
 #include "faults.hpp"
 #include "key_vault.hpp"
@@ -147,6 +148,7 @@ int main(int argc, char** argv) {
       "azkms-emulator: local stand-ins for the Azure managed identity endpoints (IMDS, App "
       "Service, App Service 2017, Azure ML, Cloud Shell, Azure Arc, Service Fabric, workload "
       "identity), each on its own loopback port. Runs until interrupted."};
+  app.set_version_flag("--version", "azkms-emulator " AZKMS_VERSION_STRING);
   std::string host = "127.0.0.1";
   long long lifetime_seconds = 3600;
   long long delay_ms = 0;

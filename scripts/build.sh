@@ -4,5 +4,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dir="${1:-build}"
 shift || true
-cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-RelWithDebInfo}" -DAZKMS_WERROR=ON "$@" >/dev/null
+# ccache, when installed, makes rebuilds of unchanged files (other build trees, later runs) cheap.
+launcher=()
+if command -v ccache >/dev/null; then
+  launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+fi
+cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-RelWithDebInfo}" -DAZKMS_WERROR=ON \
+  "${launcher[@]}" "$@" >/dev/null
 ninja -C "$dir" -j"${JOBS:-$(nproc)}" ${TARGETS:-}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages azkms needs to build, test and fuzz. Installs only what is
+# Installs the Debian 12 packages azkms needs to build, test, fuzz and package. Installs only what is
 # missing, so it is quick when everything is there. Needs root (or sudo) when it installs.
 set -euo pipefail
 
@@ -10,6 +10,7 @@ PACKAGES=(
   nlohmann-json3-dev libcpp-httplib-dev libcli11-dev libhowardhinnant-date-dev
   libmongocrypt-dev libmongoc-dev libbson-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  ccache debhelper lintian help2man dpkg-dev
 )
 
 missing=()

@@ -4,12 +4,14 @@
 #   asan   - every test again under AddressSanitizer + UndefinedBehaviorSanitizer
 #   tsan   - the cache and concurrency tests under ThreadSanitizer
 #   fuzz   - a short run of each libFuzzer target on its seed corpus
-# Choose stages with AZKMS_TEST_STAGES="unit asan" (default: all four).
+#   package - install (cmake --install, Debian packages) and build the downstream examples
+#             against what was installed (scripts/package-test.sh)
+# Choose stages with AZKMS_TEST_STAGES="unit asan" (default: all five).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 
-stages="${AZKMS_TEST_STAGES:-unit asan tsan fuzz}"
+stages="${AZKMS_TEST_STAGES:-unit asan tsan fuzz package}"
 failed_stages=()
 summary=()
 
@@ -56,6 +58,15 @@ for stage in $stages; do
         TARGETS="$fuzz_targets" CC=clang CXX=clang++ BUILD_TYPE=Debug scripts/build.sh build-fuzz -DAZKMS_BUILD_FUZZ=ON -DAZKMS_BUILD_TESTS=OFF -DAZKMS_BUILD_BENCH=OFF
         scripts/fuzz.sh build-fuzz "${AZKMS_FUZZ_SECONDS:-20}" || failed_stages+=("fuzz")
         summary+=("fuzz: see above")
+      fi
+      ;;
+    package)
+      started=$(date +%s)
+      if scripts/package-test.sh build-package; then
+        summary+=("package: passed in $(($(date +%s) - started)) s")
+      else
+        failed_stages+=("package")
+        summary+=("package: FAILED after $(($(date +%s) - started)) s")
       fi
       ;;
     *) echo "unknown stage '$stage'"; exit 2 ;;

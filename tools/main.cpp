@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "azkms/error.hpp"
+#include "azkms/version.h"
 #include "cli.hpp"
 
 namespace azkms::cli {
@@ -46,7 +47,7 @@ IdentitySelector IdentityFlags::selector() const {
 int main(int argc, char** argv) {
   CLI::App app{"azkms: Azure managed identity tokens for MongoDB client-side encryption"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "azkms 0.1.0");
+  app.set_version_flag("--version", "azkms " AZKMS_VERSION_STRING);
   const auto detect = azkms::cli::add_detect_command(app);
   const auto token = azkms::cli::add_token_command(app);
   const auto demo = azkms::cli::add_demo_command(app);

@@ -60,7 +60,8 @@ typedef enum {
 
 typedef struct _azkms_registry_t azkms_registry_t;
 
-/* The library version, e.g. "0.1.0". */
+/* The version of the library this program runs with, e.g. "0.2.0" (AZKMS_VERSION_STRING in
+ * azkms/version.h is the version of the headers it was compiled with). */
 const char* azkms_version(void);
 
 /* An empty registry: add providers with azkms_registry_add_callback. Never NULL. */

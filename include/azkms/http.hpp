@@ -20,7 +20,11 @@ struct HttpHeader {
   // describe() and logs show them redacted.
   bool sensitive = false;
 
-  friend bool operator==(const HttpHeader&, const HttpHeader&) = default;
+  // Written out (not defaulted) so that the header compiles as C++17.
+  friend bool operator==(const HttpHeader& a, const HttpHeader& b) {
+    return a.name == b.name && a.value == b.value && a.sensitive == b.sensitive;
+  }
+  friend bool operator!=(const HttpHeader& a, const HttpHeader& b) { return !(a == b); }
 };
 
 struct HttpRequest {

@@ -27,7 +27,11 @@ class IdentitySelector {
   // "system-assigned", "client id 1234...", for messages (ids are not secrets).
   [[nodiscard]] std::string describe() const;
 
-  friend bool operator==(const IdentitySelector&, const IdentitySelector&) = default;
+  // Written out (not defaulted) so that the header compiles as C++17.
+  friend bool operator==(const IdentitySelector& a, const IdentitySelector& b) {
+    return a.kind_ == b.kind_ && a.value_ == b.value_;
+  }
+  friend bool operator!=(const IdentitySelector& a, const IdentitySelector& b) { return !(a == b); }
 
  private:
   IdentitySelector(Kind kind, std::string value) : kind_(kind), value_(std::move(value)) {}

@@ -17,7 +17,11 @@ struct TokenRequest {
   std::string resource{kKeyVaultResource};
   IdentitySelector identity;
 
-  friend bool operator==(const TokenRequest&, const TokenRequest&) = default;
+  // Written out (not defaulted) so that the header compiles as C++17.
+  friend bool operator==(const TokenRequest& a, const TokenRequest& b) {
+    return a.resource == b.resource && a.identity == b.identity;
+  }
+  friend bool operator!=(const TokenRequest& a, const TokenRequest& b) { return !(a == b); }
 };
 
 struct AccessToken {

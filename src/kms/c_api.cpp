@@ -9,6 +9,7 @@
 
 #include "azkms/error.hpp"
 #include "azkms/kms_providers.hpp"
+#include "azkms/version.h"
 
 struct _azkms_registry_t {
   std::unique_ptr<azkms::KmsProviders> providers;
@@ -69,7 +70,7 @@ const char* require_text(const char* text, const char* what) {
 
 extern "C" {
 
-const char* azkms_version(void) { return "0.1.0"; }
+const char* azkms_version(void) { return AZKMS_VERSION_STRING; }
 
 azkms_registry_t* azkms_registry_new(void) {
   auto* registry = new _azkms_registry_t;
