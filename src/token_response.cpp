@@ -231,10 +231,11 @@ std::string optional_string(const nlohmann::json& object, const char* name) {
   return it->get<std::string>();
 }
 
-// RFC 6750 b64token characters, apart from the trailing '='.
+// RFC 6750 b64token characters, apart from the trailing '='. ASCII ranges, not isalnum():
+// under a Latin-1 locale isalnum() accepts bytes above 0x7f.
 bool is_token_char(char c) {
-  return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '.' || c == '_' ||
-         c == '~' || c == '+' || c == '/';
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '.' || c == '_' || c == '~' || c == '+' || c == '/';
 }
 
 // What a refused character is, in words (a single character is no secret, but a control
