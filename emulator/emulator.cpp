@@ -240,6 +240,9 @@ struct Emulator::Impl {
   std::string federated_token;
   std::string federated_token_file;
 
+  mutable std::mutex echo_mutex;
+  std::vector<std::string> echoed;  // every secret an echo case sent back
+
   std::mutex arc_mutex;
   std::set<std::string> arc_keys;          // contents of every key file handed out
   std::vector<std::string> arc_key_files;  // removed by the destructor
@@ -529,6 +532,10 @@ struct Emulator::Impl {
         respond(endpoint, Grant{other_identity(grant->identity), grant->resource}, res, true);
         return;
       }
+      if (auto echo = parse_echo_fault(fault)) {
+        respond_echo(endpoint, *grant, *echo, req, res);
+        return;
+      }
       if (fault == "drivers-default") {
         const std::string token = issue(endpoint, *grant->identity, grant->resource, 70s);
         json body = {{"access_token", token},
@@ -575,12 +582,57 @@ struct Emulator::Impl {
   }
 
   std::string issue(Endpoint endpoint, const Identity& identity, const std::string& resource,
-                    std::chrono::seconds lifetime) {
-    std::string token = ledger.issue(identity.client_id, resource, lifetime);
+                    std::chrono::seconds lifetime, TokenShape shape = TokenShape::kJwtLike) {
+    std::string token = ledger.issue(identity.client_id, resource, lifetime, shape);
     issued[index_of(endpoint)].fetch_add(1, std::memory_order_relaxed);
     log(std::string(display_name(endpoint)) + ": token issued to client id " + identity.client_id +
         " for " + resource);
     return token;
+  }
+
+  // An echo case: the request's own secret (or, with `token`, the token of the answer, then an
+  // opaque one) sent back in one position of an answer.
+  void respond_echo(Endpoint endpoint, const Grant& grant, const EchoFault& echo,
+                    const httplib::Request& req, httplib::Response& res) {
+    const std::chrono::seconds lifetime(lifetime_s.load(std::memory_order_relaxed));
+    EchoAnswer answer;
+    answer.token = issue(endpoint, *grant.identity, grant.resource, lifetime,
+                         echo.token ? TokenShape::kOpaque : TokenShape::kJwtLike);
+    std::string secret = echo.token ? answer.token : request_credential(endpoint, req);
+    if (secret.empty()) secret = answer.token;
+    {
+      std::lock_guard lock(echo_mutex);
+      echoed.push_back(secret);
+    }
+    answer.echo = echo_form(secret, echo.form);
+    answer.client_id = grant.identity->client_id;
+    answer.resource = grant.resource;
+    answer.redirect_target = "/redirect-target";
+    apply_echo_fault(echo, answer, res);
+  }
+
+  // The secret a request carries, as the endpoint received it; empty when it carries none.
+  static std::string request_credential(Endpoint endpoint, const httplib::Request& req) {
+    switch (endpoint) {
+      case Endpoint::kAppService:
+        return req.get_header_value("X-IDENTITY-HEADER");
+      case Endpoint::kAppService2017:
+      case Endpoint::kAzureMl:
+        return req.get_header_value("secret");
+      case Endpoint::kServiceFabric:
+        return req.get_header_value("Secret");
+      case Endpoint::kAzureArc: {
+        const std::string authorization = req.get_header_value("Authorization");
+        return authorization.rfind("Basic ", 0) == 0 ? authorization.substr(6) : std::string();
+      }
+      case Endpoint::kWorkloadIdentity: {
+        const auto form = form_params(req);
+        const std::string* assertion = param(form, "client_assertion");
+        return assertion == nullptr ? std::string() : *assertion;
+      }
+      default:
+        return {};
+    }
   }
 
   // The endpoint's own token shape.
@@ -1115,6 +1167,11 @@ std::string Emulator::arc_key_directory() const {
 std::string Emulator::federated_token() const {
   std::lock_guard lock(impl_->lifecycle_mutex);
   return impl_->federated_token;
+}
+
+std::vector<std::string> Emulator::echoed_secrets() const {
+  std::lock_guard lock(impl_->echo_mutex);
+  return impl_->echoed;
 }
 
 }  // namespace azkms::emulator

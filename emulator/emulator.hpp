@@ -109,6 +109,9 @@ class Emulator {
   [[nodiscard]] std::string arc_key_directory() const;
   // The workload identity federated token (the client assertion the endpoint accepts).
   [[nodiscard]] std::string federated_token() const;
+  // Every secret the echo-* fault cases sent back so far (as they were, before any encoding):
+  // what a test for leaks looks for.
+  [[nodiscard]] std::vector<std::string> echoed_secrets() const;
 
  private:
   struct Impl;

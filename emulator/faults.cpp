@@ -45,11 +45,60 @@ const std::vector<FaultCase>& fault_cases() {
       {"arc-outside-dir", "Arc challenge: the key file is written outside the key directory", true},
       {"arc-not-key", "Arc challenge: the key file name does not end in .key", true},
       {"arc-big-key", "Arc challenge: the key file is 8 KiB (the limit is 4096 bytes)", true},
+      {"echo-body-value",
+       "200 with a body that is not JSON, the echo as a value straddling byte 120"},
+      {"echo-field-name", "200 with a token, no expiry, and the echo as a field name"},
+      {"echo-client-id", "200 with a token whose client_id is the echo"},
+      {"echo-resource", "200 with a token whose resource is the echo"},
+      {"echo-token-type", "200 with a token whose token_type is the echo"},
+      {"echo-expiry", "200 with a token whose only expiry, expires_on, is the echo"},
+      {"echo-error-description", "400 {\"error\": echo, \"error_description\": \"... echo ...\"}"},
+      {"echo-html", "200 text/html page quoting the echo across byte 120"},
+      {"echo-status-body", "403 text/plain quoting the echo across byte 200"},
+      {"echo-location", "302 to http://<echo>/redirect-target?echo=<echo>"},
+      {"echo-header", "401 with the echo in WWW-Authenticate, Retry-After and X-Echo"},
   };
   return kCases;
 }
 
+std::optional<EchoFault> parse_echo_fault(std::string_view name) {
+  constexpr std::string_view kPrefix = "echo-";
+  if (name.substr(0, kPrefix.size()) != kPrefix) return std::nullopt;
+  std::vector<std::string_view> parts;
+  for (std::size_t pos = 0;;) {
+    const auto colon = name.find(':', pos);
+    parts.push_back(name.substr(pos, colon == std::string_view::npos ? name.npos : colon - pos));
+    if (colon == std::string_view::npos) break;
+    pos = colon + 1;
+  }
+  if (parts.size() > 3) return std::nullopt;
+  EchoFault echo;
+  echo.position = std::string(parts[0].substr(kPrefix.size()));
+  if (parts.size() > 1) {
+    if (parts[1] != "credential" && parts[1] != "token") return std::nullopt;
+    echo.token = parts[1] == "token";
+    // A redirect and a bare 401 carry no token to echo.
+    if (echo.token && (echo.position == "location" || echo.position == "header")) {
+      return std::nullopt;
+    }
+  }
+  if (parts.size() > 2) {
+    if (parts[2] == "url") {
+      echo.form = EchoFault::Form::kUrl;
+    } else if (parts[2] == "json") {
+      echo.form = EchoFault::Form::kJson;
+    } else if (parts[2] != "raw") {
+      return std::nullopt;
+    }
+  }
+  return echo;
+}
+
 const FaultCase* find_fault_case(std::string_view name) {
+  if (name.rfind("echo-", 0) == 0) {
+    if (!parse_echo_fault(name)) return nullptr;
+    name = name.substr(0, name.find(':'));
+  }
   const auto& cases = fault_cases();
   auto it =
       std::find_if(cases.begin(), cases.end(), [&](const FaultCase& c) { return c.name == name; });

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <mutex>
@@ -26,7 +27,23 @@ struct FaultCase {
 
 // Every case, in the order docs/emulator.md lists them.
 const std::vector<FaultCase>& fault_cases();
+// The case `name` names; an echo case may carry its parameters ("echo-client-id:token:url").
 const FaultCase* find_fault_case(std::string_view name);
+
+// Echo cases: an endpoint that sends a secret back. "echo-<position>[:<what>[:<form>]]" echoes
+// the request's own secret (`credential`, the default: its secret header, the Arc key, the
+// client assertion; the token when the request carries none) or the token the answer carries
+// (`token`: then an opaque token, not shaped like a JSON Web Token, which the answer also
+// carries as an access_token; not for `location` and `header`, whose answers carry no token),
+// as it is (`raw`, the default), URL-encoded (`url`) or JSON-escaped (`json`), at one position
+// of the answer.
+struct EchoFault {
+  enum class Form : std::uint8_t { kRaw, kUrl, kJson };
+  std::string position;  // the case name without "echo-": "client-id", "location", ...
+  bool token = false;
+  Form form = Form::kRaw;
+};
+std::optional<EchoFault> parse_echo_fault(std::string_view name);
 
 // The value of `case` in a header such as "case=slow" or "case=404&other=x"; nullopt when the
 // header has no `case` parameter.

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -14,6 +15,7 @@ namespace azkms::emulator {
 namespace {
 
 using namespace std::chrono_literals;
+using json = nlohmann::json;
 
 int port_of(const sockaddr_storage& address) {
   if (address.ss_family == AF_INET) {
@@ -99,6 +101,22 @@ void set_status_fault(httplib::Response& res, int status) {
   }
 }
 
+// Filler that puts the middle of an echo of `size` bytes, written after `before` bytes of
+// other text and the filler, at byte `at`: a client that cut its excerpt there before
+// redacting would show part of the echo.
+std::string padding_for(std::size_t at, std::size_t before, std::size_t size) {
+  const std::size_t middle = before + size / 2;
+  return std::string(at > middle ? at - middle : 0, 'p');
+}
+
+json token_body(const EchoAnswer& answer) {
+  return {{"access_token", answer.token},
+          {"expires_in", "3600"},
+          {"token_type", "Bearer"},
+          {"resource", answer.resource},
+          {"client_id", answer.client_id}};
+}
+
 constexpr std::size_t kGiantSize = std::size_t{24} << 20;
 constexpr std::string_view kGiantPrefix = R"({"access_token":"giant","padding":")";
 constexpr std::string_view kGiantSuffix = R"("})";
@@ -114,6 +132,91 @@ void set_json_error(httplib::Response& res, int status, std::string_view error,
 
 void abort_connection(const httplib::Request& req, bool reset) {
   abort_connection(req.local_port, req.remote_port, reset);
+}
+
+std::string echo_form(std::string_view secret, EchoFault::Form form) {
+  switch (form) {
+    case EchoFault::Form::kRaw:
+      return std::string(secret);
+    case EchoFault::Form::kUrl: {
+      static constexpr char kHex[] = "0123456789ABCDEF";
+      std::string out;
+      for (char c : secret) {
+        const auto byte = static_cast<unsigned char>(c);
+        if (std::isalnum(byte) || c == '-' || c == '.' || c == '_' || c == '~') {
+          out += c;
+        } else {
+          out += '%';
+          out += kHex[byte >> 4];
+          out += kHex[byte & 0xf];
+        }
+      }
+      return out;
+    }
+    case EchoFault::Form::kJson: {
+      const std::string quoted =
+          json(std::string(secret)).dump(-1, ' ', false, json::error_handler_t::replace);
+      return quoted.substr(1, quoted.size() - 2);
+    }
+  }
+  return std::string(secret);
+}
+
+bool apply_echo_fault(const EchoFault& echo, const EchoAnswer& answer, httplib::Response& res) {
+  const std::string& text = answer.echo;
+  const std::string& where = echo.position;
+  res.status = 200;
+  if (where == "body-value") {
+    // Not JSON (never closed): the client quotes the body, cut at 120 bytes.
+    const std::string before = R"({"padding":")";
+    const std::string pad = padding_for(120, before.size() + 10, text.size());
+    res.set_content(before + pad + R"(","echo":")" + text + R"(","access_token":")" + answer.token,
+                    "application/json");
+  } else if (where == "field-name") {
+    json body = {{"access_token", answer.token}, {text, 1}, {"token_type", "Bearer"}};
+    res.set_content(body.dump(), "application/json");
+  } else if (where == "client-id" || where == "resource" || where == "token-type") {
+    json body = token_body(answer);
+    body[where == "client-id"  ? "client_id"
+         : where == "resource" ? "resource"
+                               : "token_type"] = text;
+    res.set_content(body.dump(), "application/json");
+  } else if (where == "expiry") {
+    json body = token_body(answer);
+    body.erase("expires_in");
+    body["expires_on"] = text;
+    res.set_content(body.dump(), "application/json");
+  } else if (where == "error-description") {
+    // An echoed token is the token of the answer: the answer carries it as one.
+    json body = {{"error", text},
+                 {"error_description",
+                  "AADSTS50000: the request carried " + text + ", which is not accepted here"}};
+    if (echo.token) body["access_token"] = answer.token;
+    res.status = 400;
+    res.set_content(body.dump(), "application/json");
+  } else if (where == "html") {
+    const std::string before = "<!DOCTYPE html><html><body><p>";
+    const std::string carried = echo.token ? "<p>access_token=" + answer.token + "</p>" : "";
+    res.set_content(before + padding_for(120, before.size(), text.size()) + text + "</p>" +
+                        carried + "</body></html>\n",
+                    "text/html; charset=utf-8");
+  } else if (where == "status-body") {
+    const std::string carried = echo.token ? " (access_token=" + answer.token + ")" : "";
+    res.status = 403;
+    res.set_content(padding_for(200, 0, text.size()) + text + " was refused" + carried,
+                    "text/plain");
+  } else if (where == "location") {
+    res.set_redirect("http://" + text + answer.redirect_target + "?echo=" + text, 302);
+    res.set_content(R"({"error":"moved","error_description":"see Location"})", "application/json");
+  } else if (where == "header") {
+    set_json_error(res, 401, "unauthorized", "see WWW-Authenticate");
+    res.set_header("WWW-Authenticate", "Basic realm=\"" + text + "\"");
+    res.set_header("Retry-After", text);
+    res.set_header("X-Echo", text);
+  } else {
+    return false;
+  }
+  return true;
 }
 
 bool apply_transport_fault(std::string_view fault, const httplib::Request& req,

@@ -8,11 +8,19 @@
 namespace azkms::emulator {
 namespace {
 
-// Looks like a JWT in size and alphabet (clients must not assume a short token), but is opaque.
-std::string random_token() {
+// kJwtLike: looks like a JWT in size and alphabet (clients must not assume a short token), but
+// is opaque.
+std::string random_token(TokenShape shape) {
   std::array<unsigned char, 48> bytes{};
   if (RAND_bytes(bytes.data(), static_cast<int>(bytes.size())) != 1) {
     throw std::runtime_error("emulator: RAND_bytes failed");
+  }
+  if (shape == TokenShape::kOpaque) {
+    static constexpr char kAlphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    std::string token = "Opq";
+    for (unsigned char byte : bytes) token.push_back(kAlphabet[byte % 64]);
+    return token;
   }
   static constexpr char kAlphabet[] =
       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -24,8 +32,8 @@ std::string random_token() {
 }  // namespace
 
 std::string TokenLedger::issue(const std::string& client_id, const std::string& resource,
-                               std::chrono::seconds lifetime) {
-  std::string token = random_token();
+                               std::chrono::seconds lifetime, TokenShape shape) {
+  std::string token = random_token(shape);
   std::lock_guard lock(mutex_);
   tokens_[token] = IssuedToken{client_id, resource, std::chrono::system_clock::now() + lifetime};
   ++issued_;

@@ -18,11 +18,16 @@ struct IssuedToken {
   std::chrono::system_clock::time_point expires_on;
 };
 
+// kJwtLike tokens start like a JSON Web Token, as Microsoft Entra ID's do; kOpaque ones do not
+// (random RFC 6750 token characters, '+' and '/' included), so that a client cannot recognise
+// them by their shape.
+enum class TokenShape : std::uint8_t { kJwtLike, kOpaque };
+
 class TokenLedger {
  public:
   // Creates a new random opaque token for the identity, records it and returns it.
   std::string issue(const std::string& client_id, const std::string& resource,
-                    std::chrono::seconds lifetime);
+                    std::chrono::seconds lifetime, TokenShape shape = TokenShape::kJwtLike);
   // The record when `token` was issued here and has not expired at `now`.
   std::optional<IssuedToken> lookup(
       const std::string& token,

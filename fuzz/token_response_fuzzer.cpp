@@ -1,4 +1,4 @@
-// Fuzzes parse_token_response() and body_excerpt(): any bytes an identity endpoint might send.
+// Fuzzes parse_token_response() and safe_excerpt(): any bytes an identity endpoint might send.
 //
 // Beyond "no crash, no sanitizer report", it checks the contract:
 // - the parser either returns a token with a non-empty value that passes token_defect() (an
@@ -6,7 +6,7 @@
 //   anything else;
 // - an error message never contains the access_token value of the body (when that value is
 //   long enough to be recognisable and appears nowhere else in the body);
-// - body_excerpt() stays within its limit and holds no control characters.
+// - safe_excerpt() stays within its limit and holds no control characters.
 #include <cctype>
 #include <chrono>
 #include <cstddef>
@@ -20,6 +20,7 @@
 
 #include "azkms/error.hpp"
 #include "azkms/token_response.hpp"
+#include "redaction.hpp"
 
 namespace {
 
@@ -93,15 +94,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
 
   for (std::size_t limit : {std::size_t{0}, std::size_t{16}, std::size_t{200}}) {
-    const std::string excerpt = azkms::body_excerpt(body, limit);
+    const std::string excerpt = azkms::safe_excerpt(body, limit);
     // Leave room for an ellipsis marker of a few bytes.
-    if (excerpt.size() > limit + 8) fail("body_excerpt exceeded its limit");
+    if (excerpt.size() > limit + 8) fail("safe_excerpt exceeded its limit");
     for (char c : excerpt) {
       const auto u = static_cast<unsigned char>(c);
-      if (u < 0x20 || u == 0x7f) fail("body_excerpt kept a control character");
+      if (u < 0x20 || u == 0x7f) fail("safe_excerpt kept a control character");
     }
     if (check_leak && limit >= 200 && excerpt.find(token) != std::string::npos) {
-      fail("body_excerpt kept the access_token value");
+      fail("safe_excerpt kept the access_token value");
     }
   }
   return 0;

@@ -2,7 +2,7 @@
 #include <exception>
 
 #include "azkms/source.hpp"
-#include "azkms/token_response.hpp"
+#include "redaction.hpp"
 
 namespace azkms {
 namespace {
@@ -25,7 +25,7 @@ class CallbackSource final : public TokenSource {
       // The callback's message is the user's own; it is kept short and printable, and any
       // token-looking value in it is removed.
       throw Error(ErrorCode::kCallback,
-                  "the token callback failed: " + body_excerpt(error.what(), 300))
+                  "the token callback failed: " + safe_excerpt(error.what(), 300))
           .with_source(name_);
     } catch (...) {
       throw Error(ErrorCode::kCallback,

@@ -4,7 +4,7 @@
 #include <array>
 
 #include "azkms/log.hpp"
-#include "azkms/token_response.hpp"
+#include "redaction.hpp"
 #include "sources/common.hpp"
 #include "sources/registry.hpp"
 
@@ -39,7 +39,7 @@ std::vector<DetectedVariable> seen_variables(const Environment& env) {
     auto value = sources::get(env, watched.name);
     if (!value) continue;
     seen.push_back({std::string(watched.name),
-                    watched.secret ? std::string("[redacted]") : body_excerpt(*value, 200)});
+                    watched.secret ? std::string("[redacted]") : safe_excerpt(*value, 200)});
   }
   if (env.file_exists(std::string(sources::kArcAgentBinary))) {
     seen.push_back({std::string(sources::kArcAgentBinary), "(file exists)"});

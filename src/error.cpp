@@ -1,5 +1,7 @@
 #include "azkms/error.hpp"
 
+#include "redaction.hpp"
+
 namespace azkms {
 
 std::string_view to_string(ErrorCode code) noexcept {
@@ -42,8 +44,9 @@ std::string_view to_string(ErrorCode code) noexcept {
   return "unknown";
 }
 
+// The base keeps no copy of the message: the one what() returns is the redacted one.
 Error::Error(ErrorCode code, std::string message)
-    : std::runtime_error(message), code_(code), detail_(std::move(message)) {
+    : std::runtime_error(std::string()), code_(code), detail_(safe_message(message)) {
   rebuild_message();
 }
 
@@ -78,7 +81,8 @@ Error& Error::with_retry_after(int seconds) {
 const char* Error::what() const noexcept { return message_.c_str(); }
 
 // "<source> (<endpoint>): <detail> [after N attempts]". The detail is written by the layer
-// that failed and already says what came back and what to do.
+// that failed and already says what came back and what to do. Whatever layer wrote it, the
+// message goes through the last redaction pass, with the secrets the thread knows by now.
 void Error::rebuild_message() {
   message_.clear();
   if (!source_.empty()) message_ += source_;
@@ -89,6 +93,7 @@ void Error::rebuild_message() {
   if (!message_.empty()) message_ += ": ";
   message_ += detail_;
   if (attempts_ > 1) message_ += " [after " + std::to_string(attempts_) + " attempts]";
+  message_ = safe_message(message_);
 }
 
 }  // namespace azkms

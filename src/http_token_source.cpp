@@ -7,9 +7,9 @@
 #include <nlohmann/json.hpp>
 
 #include "azkms/log.hpp"
-#include "azkms/secret.hpp"
 #include "azkms/source.hpp"
 #include "azkms/token_response.hpp"
+#include "redaction.hpp"
 #include "sources/common.hpp"
 #include "text.hpp"
 
@@ -34,12 +34,20 @@ std::string oauth_error_code(std::string_view body) {
   if (!json.is_object()) return {};
   auto it = json.find("error");
   if (it == json.end()) return {};
-  if (it->is_string()) return body_excerpt(it->get<std::string>(), 64);
+  if (it->is_string()) return safe_excerpt(it->get<std::string>(), 64);
   if (it->is_object()) {
     auto code = it->find("code");
-    if (code != it->end() && code->is_string()) return body_excerpt(code->get<std::string>(), 64);
+    if (code != it->end() && code->is_string()) return safe_excerpt(code->get<std::string>(), 64);
   }
   return {};
+}
+
+// Text fields of a token are what the endpoint said: an endpoint echoing a secret in one
+// (token_type, resource, client_id) does not get it printed by whoever shows the token.
+void redact_fields(AccessToken& token) {
+  token.token_type = redacted(token.token_type);
+  token.resource = redacted(token.resource);
+  token.client_id = redacted(token.client_id);
 }
 
 }  // namespace
@@ -132,8 +140,8 @@ AccessToken HttpTokenSource::parse_response(const HttpResponse& response,
   const std::string asked = sources::resource_of(request);
   if (!token.resource.empty() && !same_resource(asked, token.resource)) {
     throw make_error(ErrorCode::kIdentityMismatch,
-                     "asked for a token for " + body_excerpt(asked, 128) +
-                         " but the response is for " + body_excerpt(token.resource, 128) +
+                     "asked for a token for " + safe_excerpt(asked, 128) +
+                         " but the response is for " + safe_excerpt(token.resource, 128) +
                          "; check that nothing between azkms and the endpoint (a proxy) rewrites "
                          "the request, and that the resource is spelled as the service expects");
   }
@@ -142,7 +150,7 @@ AccessToken HttpTokenSource::parse_response(const HttpResponse& response,
   if (!expected.empty() && !token.client_id.empty() && !iequals(expected, token.client_id)) {
     throw make_error(ErrorCode::kIdentityMismatch,
                      "asked for the identity with client id " + expected +
-                         " but the token is for client id " + body_excerpt(token.client_id, 64) +
+                         " but the token is for client id " + safe_excerpt(token.client_id, 64) +
                          "; check that this identity is assigned to the resource (the endpoint "
                          "may fall back to another identity)");
   }
@@ -150,19 +158,16 @@ AccessToken HttpTokenSource::parse_response(const HttpResponse& response,
 }
 
 AccessToken HttpTokenSource::fetch(const TokenRequest& request, Deadline deadline) {
+  // Every message made while this fetch runs (errors from any layer, log lines, what the
+  // attempt observer sees) is redacted of the secrets it works with, which join the scope as
+  // they become known: those the source holds and sends, then the Arc key, then the token.
+  RedactionScope secrets_in_use;
+  for (auto secret : secrets()) secrets_in_use.add(secret);
   check_selector(request);
   const HttpRequest http_request = build_request(request);
+  for (const auto& secret : request_secrets(http_request)) secrets_in_use.add(secret);
   const HttpOptions base_options = http_options();
   const RetryPolicy policy = context_.retry_policy.value_or(retry_policy());
-
-  std::vector<std::string> redactions = request_secrets(http_request);
-  for (auto secret : secrets()) {
-    if (!secret.empty()) redactions.emplace_back(secret);
-  }
-  auto scrub = [&redactions](std::string text) {
-    for (const auto& secret : redactions) text = redact(std::move(text), {secret});
-    return text;
-  };
 
   SystemTime sent_at = clock().now();
   int attempts = 0;
@@ -184,11 +189,15 @@ AccessToken HttpTokenSource::fetch(const TokenRequest& request, Deadline deadlin
     throw;
   }
 
+  // Known before anything is said about the body: whatever the parser (or anything after it)
+  // quotes cannot show the token, or any credential the body carries, wherever it was echoed.
+  redact_credentials_of(response.body);
   if (response.status != 200) {
-    const std::string body = scrub(response.body);
     std::string message = "answered HTTP " + std::to_string(response.status);
-    if (auto code = oauth_error_code(body); !code.empty()) message += " (error " + code + ")";
-    const std::string excerpt = body_excerpt(body);
+    if (auto code = oauth_error_code(response.body); !code.empty()) {
+      message += " (error " + code + ")";
+    }
+    const std::string excerpt = safe_excerpt(response.body);
     message += excerpt.empty() ? std::string(" with an empty body") : ": " + excerpt;
     if (auto hint = status_hint(response.status); !hint.empty()) message += "; " + hint;
     Error error = make_error(ErrorCode::kHttpStatus, std::move(message));
@@ -205,18 +214,13 @@ AccessToken HttpTokenSource::fetch(const TokenRequest& request, Deadline deadlin
   try {
     token = parse_response(response, request, sent_at);
   } catch (Error& error) {
-    if (!error.source().empty()) {  // already names this source (identity mismatch)
-      error.with_http_status(response.status).with_attempts(attempts);
-      throw;
-    }
-    // The parser's message never holds the token; redact the source's own secrets too, in
-    // case the endpoint echoed one back.
-    Error wrapped = make_error(error.code(), scrub(error.what()));
-    wrapped.with_http_status(response.status).with_attempts(attempts);
-    throw wrapped;
+    if (error.source().empty()) error.with_source(name()).with_endpoint(endpoint());
+    error.with_http_status(response.status).with_attempts(attempts);
+    throw;
   }
   token.source = name();
-  log(LogLevel::kDebug, name() + ": token for " + token.resource + " after " +
+  redact_fields(token);
+  log(LogLevel::kDebug, name() + ": token for " + safe_excerpt(token.resource, 120) + " after " +
                             std::to_string(attempts) + " attempt(s)");
   return token;
 }

@@ -4,6 +4,8 @@
 #include <memory>
 #include <mutex>
 
+#include "redaction.hpp"
+
 namespace azkms {
 namespace {
 
@@ -29,7 +31,8 @@ void log(LogLevel level, std::string_view message) {
     hook = g_hook;
   }
   // Called outside the lock so that a slow hook never blocks set_log_hook or other loggers.
-  if (hook) (*hook)(level, message);
+  // Every line goes through the last redaction pass, whichever layer wrote it.
+  if (hook) (*hook)(level, safe_message(message));
 }
 
 }  // namespace azkms

@@ -39,16 +39,4 @@ std::string Secret::redacted() const {
 
 std::ostream& operator<<(std::ostream& os, const Secret& secret) { return os << secret.redacted(); }
 
-std::string redact(std::string text, std::initializer_list<std::string_view> secrets) {
-  for (std::string_view secret : secrets) {
-    // Very short values would redact ordinary words; identity secrets are long.
-    if (secret.size() < 4) continue;
-    for (auto pos = text.find(secret); pos != std::string::npos; pos = text.find(secret, pos)) {
-      text.replace(pos, secret.size(), "[redacted]");
-      pos += 10;
-    }
-  }
-  return text;
-}
-
 }  // namespace azkms

@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "azkms/error.hpp"
+#include "redaction.hpp"
 #include "text.hpp"
 
 namespace azkms {
@@ -177,10 +178,10 @@ std::optional<long long> seconds_of(const nlohmann::json& value) {
 // What an unexpected value looked like, without the value when it may be long.
 std::string shape_of(const nlohmann::json& value) {
   if (value.is_string()) {
-    return "\"" + body_excerpt(value.get_ref<const std::string&>(), 48) + "\"";
+    return "\"" + safe_excerpt(value.get_ref<const std::string&>(), 48) + "\"";
   }
   if (value.is_number() || value.is_boolean() || value.is_null()) {
-    return body_excerpt(value.dump(), 48);
+    return safe_excerpt(value.dump(), 48);
   }
   return std::string("a JSON ") + value.type_name();
 }
@@ -286,103 +287,9 @@ std::string field_names(const nlohmann::json& object) {
       break;
     }
     if (count++ > 0) names += ", ";
-    names += body_excerpt(item.key(), 32);
+    names += safe_excerpt(item.key(), 32);
   }
   return names;
-}
-
-// Key names whose values are credentials, in JSON bodies and in form bodies.
-constexpr std::array<std::string_view, 6> kSecretKeys{"access_token",  "refresh_token",
-                                                      "id_token",      "client_assertion",
-                                                      "client_secret", "accesstoken"};
-
-std::size_t find_icase(std::string_view text, std::string_view needle, std::size_t from) {
-  if (needle.empty() || text.size() < needle.size()) return std::string_view::npos;
-  for (std::size_t i = from; i + needle.size() <= text.size(); ++i) {
-    if (iequals(text.substr(i, needle.size()), needle)) return i;
-  }
-  return std::string_view::npos;
-}
-
-// Replaces the value following each secret key (`"access_token": "..."`,
-// `access_token=...`) with "[redacted]". Works on broken JSON too: no parser involved.
-// Length of a quote at text[i]: 1 for " or ', 2 for an escaped \" (a key or value quoted
-// inside another JSON string, as in an error description), 0 for none.
-std::size_t quote_length(const std::string& text, std::size_t i) {
-  if (i >= text.size()) return 0;
-  if (text[i] == '"' || text[i] == '\'') return 1;
-  if (text[i] == '\\' && i + 1 < text.size() && text[i + 1] == '"') return 2;
-  return 0;
-}
-
-std::size_t skip_blanks(const std::string& text, std::size_t i) {
-  while (i < text.size() &&
-         (text[i] == ' ' || text[i] == '\t' || text[i] == '\n' || text[i] == '\r')) {
-    ++i;
-  }
-  return i;
-}
-
-constexpr std::string_view kRedacted = "[redacted]";
-
-// Replaces the value that follows the secret key at `pos` (key:value or key=value), if any.
-void redact_value_after(std::string& text, std::size_t pos, std::size_t key_size) {
-  std::size_t i = pos + key_size;
-  if (i < text.size() && text[i] == '_') return;  // client_assertion_type is not a secret
-  i = skip_blanks(text, i + quote_length(text, i));
-  if (i >= text.size() || (text[i] != ':' && text[i] != '=')) return;
-  i = skip_blanks(text, i + 1);
-  if (const std::size_t quote = quote_length(text, i); quote > 0) {
-    const std::size_t begin = i + quote;
-    std::size_t end = begin;
-    // An escaped quote ends an escaped value; a plain one ends a plain value.
-    while (end < text.size()) {
-      if (quote == 2 && text.compare(end, 2, "\\\"") == 0) break;
-      if (quote == 1 && text[end] == text[i]) break;
-      end += (quote == 1 && text[end] == '\\') ? 2 : 1;
-    }
-    end = std::min(end, text.size());
-    text.replace(begin, end - begin, kRedacted);
-    return;
-  }
-  std::size_t end = i;
-  while (end < text.size() && text[end] != ',' && text[end] != '}' && text[end] != '&' &&
-         !std::isspace(static_cast<unsigned char>(text[end]))) {
-    ++end;
-  }
-  text.replace(i, end - i, kRedacted);
-}
-
-std::string redact_secret_values(std::string text) {
-  for (auto key : kSecretKeys) {
-    // Right to left: a replacement only changes text after its own match, so the positions
-    // found before it stay valid, and a key name used as another key's value
-    // ("access_token":"access_token":"...") cannot hide the value that follows it.
-    std::vector<std::size_t> matches;
-    for (std::size_t pos = find_icase(text, key, 0); pos != std::string::npos;
-         pos = find_icase(text, key, pos + 1)) {
-      matches.push_back(pos);
-    }
-    for (auto it = matches.rbegin(); it != matches.rend(); ++it) {
-      redact_value_after(text, *it, key.size());
-    }
-  }
-  // JSON Web Tokens anywhere else (an endpoint echoing an assertion in an error description).
-  std::size_t pos = 0;
-  while ((pos = text.find("eyJ", pos)) != std::string::npos) {
-    std::size_t end = pos;
-    while (end < text.size() && (std::isalnum(static_cast<unsigned char>(text[end])) ||
-                                 text[end] == '-' || text[end] == '_' || text[end] == '.')) {
-      ++end;
-    }
-    if (end - pos >= 20) {
-      text.replace(pos, end - pos, kRedacted);
-      pos += kRedacted.size();
-    } else {
-      pos = end;
-    }
-  }
-  return text;
 }
 
 }  // namespace
@@ -438,21 +345,6 @@ std::optional<SystemTime> parse_expires_on(std::string_view raw) {
   return std::nullopt;
 }
 
-std::string body_excerpt(std::string_view body, std::size_t limit) {
-  std::string text = redact_secret_values(std::string(body));
-  for (char& c : text) {
-    const auto byte = static_cast<unsigned char>(c);
-    if (c == '\n' || c == '\r' || c == '\t') {
-      c = ' ';
-    } else if (byte < 0x20 || byte >= 0x7f) {
-      c = '?';
-    }
-  }
-  const std::string_view trimmed = trim(text);
-  if (trimmed.size() <= limit) return std::string(trimmed);
-  return std::string(trimmed.substr(0, limit)) + "...";
-}
-
 AccessToken parse_token_response(std::string_view body, SystemTime now) {
   std::string_view content = trim(body);
   // A UTF-8 byte order mark is not JSON but some servers send one.
@@ -464,11 +356,11 @@ AccessToken parse_token_response(std::string_view body, SystemTime now) {
     throw malformed(
         "the body is HTML or XML, not JSON: is something other than an identity endpoint (a "
         "proxy, a web server) answering on this address? Body: " +
-        body_excerpt(content, 120));
+        safe_excerpt(content, 120));
   }
   const auto json = nlohmann::json::parse(content, nullptr, /*allow_exceptions=*/false);
   if (json.is_discarded()) {
-    throw malformed("the body is not valid JSON: " + body_excerpt(content, 120));
+    throw malformed("the body is not valid JSON: " + safe_excerpt(content, 120));
   }
   if (!json.is_object()) {
     throw malformed(std::string("the body is a JSON ") + json.type_name() +

@@ -439,8 +439,11 @@ struct Observation {
 
 class Harness {
  public:
-  static constexpr const char* kIdentityHeader = "fm-IDENTITY-HEADER-5b7e19c3d2a8";
-  static constexpr const char* kMsiSecret = "fm-MSI-SECRET-0a4d82f6e1b9";
+  // No English word in them (the secrets test looks for any 8 characters of a secret). The
+  // header can be a host name (an endpoint may echo it as a redirect's host); the MSI secret
+  // has characters that URL-encoding and JSON-escaping change, so that each form differs.
+  static constexpr const char* kIdentityHeader = "fmh7q2xl9-wd4rk8-zt3pv6-yc1k";
+  static constexpr const char* kMsiSecret = "fmS5Zr\"8Kw\\3Qn/7%Jd2Ys&4Bt";
   // Long enough that a loaded machine (sanitizers, parallel tests) never times out a normal
   // answer, which would add an attempt to a row.
   static constexpr milliseconds kAttemptTimeout{2'000};

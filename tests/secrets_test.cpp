@@ -1,15 +1,23 @@
-// Secrets never leak: every error message, log line (azkms::set_log_hook), cache event and CLI
-// output produced across the fault matrix is checked for
+// Secrets never leak, tested as a property: no error message, log line (azkms::set_log_hook),
+// cache event, field of a returned token or CLI output holds 8 or more consecutive characters
+// of any secret, in any of the forms an endpoint may echo it in (as it is, URL-encoded,
+// JSON-escaped). The secrets:
 //  - tokens: each token the emulator issued that a client saw, any emulator token at all (they
 //    share a recognisable prefix, and any run of token characters the ledger knows), and the
 //    token of the bodies the matrix substitutes;
 //  - IDENTITY_HEADER and MSI_SECRET (and a stale IDENTITY_HEADER sent to App Service);
 //  - the workload identity's federated token (a client assertion);
-//  - the contents of every Azure Arc key file the emulator wrote.
-// `azkms token` on success prints the token by design: there only stderr is checked for it.
+//  - the contents of every Azure Arc key file the emulator wrote;
+//  - every secret the emulator's echo-* cases sent back.
+// The inputs: the whole fault matrix, and every echo case (each position an endpoint may echo
+// a secret in, for the request's own secret and for the token, in each form), for every
+// source, through the library and through the command line.
+// `azkms token` on success prints the token by design, on its own line: that line is the only
+// one not checked for it.
 #include <gmock/gmock.h>
 #include <gtest/gtest-spi.h>
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,12 +26,17 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "azkms/log.hpp"
+#include "cli_runner.hpp"
 #include "fault_matrix.hpp"
+#include "http_faults.hpp"
 #include "loopback_only.hpp"
 #include "test_tls.hpp"
 
@@ -33,30 +46,54 @@ namespace {
 namespace fs = std::filesystem;
 using emulator::Endpoint;
 using fault_matrix::Harness;
+using testing::cli_path;
+using testing::CliRun;
+using testing::run_cli;
 
 constexpr std::string_view kEmulatorTokenPrefix = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.emulator.";
-constexpr const char* kStaleIdentityHeader = "stale-IDENTITY-HEADER-3e5f7a9c";
+constexpr const char* kStaleIdentityHeader = "stale7Rk2Wq9Xz4Lp8Vd3Hn5";
+// A run this long of a secret's characters is a leak, wherever it starts.
+constexpr std::size_t kPiece = 8;
 
 bool token_char(char c) {
   return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+}
+
+// A secret as an endpoint may echo it: as it is, URL-encoded, JSON-escaped.
+std::vector<std::string> forms_of(const std::string& secret) {
+  using Form = emulator::EchoFault::Form;
+  return {secret, emulator::echo_form(secret, Form::kUrl),
+          emulator::echo_form(secret, Form::kJson)};
 }
 
 class SecretChecker {
  public:
   explicit SecretChecker(Harness& harness) : harness_(harness) {}
 
-  void add(std::string secret) {
-    if (secret.size() >= 8) secrets_.push_back(std::move(secret));
+  void add(const std::string& secret) {
+    if (secret.size() < kPiece) return;
+    secrets_.push_back(secret);
+    // The prefix every emulator token shares is no secret (it holds the word "emulator");
+    // what follows it is. Leaks of the prefix itself are caught below.
+    const std::size_t from =
+        secret.rfind(kEmulatorTokenPrefix, 0) == 0 ? kEmulatorTokenPrefix.size() - kPiece + 1 : 0;
+    for (const auto& form : forms_of(secret)) {
+      for (std::size_t i = from; i + kPiece <= form.size(); ++i) {
+        pieces_.emplace(form.substr(i, kPiece), secrets_.size() - 1);
+      }
+    }
   }
 
-  // Fails the test, without printing the secret, when `text` contains one.
+  // Fails the test, without printing the secret, when `text` holds 8 characters of one.
   void check(const std::string& text, const std::string& where) {
     ++checked_;
-    for (const auto& secret : secrets_) {
-      if (text.find(secret) != std::string::npos) {
-        ADD_FAILURE() << where << " contains a secret (" << secret.size() << " bytes, starting "
-                      << secret.substr(0, 4) << "...): " << redact(text, {secret});
-      }
+    for (std::size_t i = 0; i + kPiece <= text.size(); ++i) {
+      auto it = pieces_.find(text.substr(i, kPiece));
+      if (it == pieces_.end()) continue;
+      const std::string& secret = secrets_[it->second];
+      ADD_FAILURE() << where << " holds 8 or more characters of a secret of " << secret.size()
+                    << " bytes, at byte " << i << ": " << redact(text, {secret});
+      break;
     }
     // Any emulator token, even one the test never saw, and even cut short.
     if (auto pos = text.find(".emulator."); pos != std::string::npos) {
@@ -83,6 +120,7 @@ class SecretChecker {
  private:
   Harness& harness_;
   std::vector<std::string> secrets_;
+  std::unordered_map<std::string, std::size_t> pieces_;  // 8-byte piece -> its secret
   int checked_ = 0;
 };
 
@@ -92,7 +130,13 @@ void add_fixed_secrets(SecretChecker& checker, Harness& harness) {
   checker.add(kStaleIdentityHeader);
   checker.add(fault_matrix::kSubstitutedToken);
   checker.add(harness.emu().federated_token());
-  checker.add(std::string(kEmulatorTokenPrefix));
+}
+
+// Every secret the run could have met: the fixed ones, the Arc keys, what the echo cases sent.
+void add_every_secret(SecretChecker& checker, Harness& harness) {
+  add_fixed_secrets(checker, harness);
+  for (const auto& key : harness.arc_keys()) checker.add(key);
+  for (const auto& echoed : harness.emu().echoed_secrets()) checker.add(echoed);
 }
 
 // The checker itself catches each kind of leak (and passes clean text).
@@ -111,12 +155,58 @@ TEST(SecretCheckerSelfTest, CatchesEachKindOfLeak) {
     }
     return failures.size();
   };
+  const std::string header = Harness::kIdentityHeader;
+  const std::string msi = Harness::kMsiSecret;
   EXPECT_EQ(failures_for("App Service answered HTTP 500: {\"error\":\"[redacted]\"}"), 0);
-  EXPECT_GE(failures_for(std::string("header ") + Harness::kIdentityHeader + " echoed"), 1);
-  EXPECT_GE(failures_for(std::string("secret=") + Harness::kMsiSecret), 1);
+  EXPECT_EQ(failures_for("check that IDENTITY_HEADER is current"), 0);
+  EXPECT_GE(failures_for("header " + header + " echoed"), 1);
+  EXPECT_GE(failures_for("secret=" + msi), 1);
+  EXPECT_GE(failures_for("cut: " + header.substr(5, 8) + "..."), 1);  // 8 characters of one
+  EXPECT_EQ(failures_for("cut: " + header.substr(5, 7) + "..."), 0);  // 7 are not a leak
+  EXPECT_GE(failures_for("url: " + forms_of(msi)[1]), 1);
+  EXPECT_GE(failures_for("json: " + forms_of(msi)[2]), 1);
   EXPECT_GE(failures_for("body: " + issued.substr(0, 60)), 1);  // a token cut short
   EXPECT_GE(failures_for("{\"access_token\":\"" + issued + "\"}"), 1);
   EXPECT_GE(failures_for(harness.emu().federated_token()), 1);
+}
+
+bool supports_client_id(Endpoint endpoint) {
+  return endpoint != Endpoint::kCloudShell && endpoint != Endpoint::kAzureArc &&
+         endpoint != Endpoint::kServiceFabric;
+}
+
+std::string test_name(const ::testing::TestParamInfo<Endpoint>& info) {
+  std::string name(emulator::to_string(info.param));
+  for (char& c : name) {
+    if (c == '-') c = '_';
+  }
+  return name;
+}
+
+// Every echo case: each position an endpoint may echo a secret in, for the request's own
+// secret and for the answer's token, in each form.
+std::vector<std::string> echo_cases() {
+  std::vector<std::string> cases;
+  for (const auto& fault : emulator::fault_cases()) {
+    if (fault.name.rfind("echo-", 0) != 0) continue;
+    for (const char* what : {"credential", "token"}) {
+      for (const char* form : {"raw", "url", "json"}) {
+        const std::string name = std::string(fault.name) + ":" + what + ":" + form;
+        if (emulator::find_fault_case(name) != nullptr) cases.push_back(name);
+      }
+    }
+  }
+  return cases;
+}
+
+// By client id where the source can select one, so that a client_id echo meets the identity
+// check (and its message).
+TokenRequest echo_request(const Harness& harness, Endpoint endpoint) {
+  TokenRequest request;
+  if (supports_client_id(endpoint)) {
+    request.identity = IdentitySelector::client_id(harness.identity(1).client_id);
+  }
+  return request;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -154,9 +244,8 @@ TEST_P(LibrarySecrets, NothingTheFaultMatrixProducesContainsASecret) {
   set_log_hook(nullptr);
 
   SecretChecker checker(*harness_);
-  add_fixed_secrets(checker, *harness_);
+  add_every_secret(checker, *harness_);
   for (auto& token : tokens) checker.add(token);
-  for (auto& key : harness_->arc_keys()) checker.add(key);
   for (const auto& message : messages)
     checker.check(message, "error message \"" + message.substr(0, 60) + "...\"");
   std::lock_guard lock(mutex);
@@ -172,78 +261,82 @@ TEST_P(LibrarySecrets, NothingTheFaultMatrixProducesContainsASecret) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Sources, LibrarySecrets, ::testing::ValuesIn(emulator::kAllEndpoints),
-                         [](const ::testing::TestParamInfo<Endpoint>& info) {
-                           std::string name(emulator::to_string(info.param));
-                           for (char& c : name) {
-                             if (c == '-') c = '_';
-                           }
-                           return name;
-                         });
+                         test_name);
+
+// ---------------------------------------------------------------------------------------------
+// The library against endpoints that echo secrets back: every echo case, with the log hook
+// installed, through a cache; errors, log lines, cache events and the text fields of the tokens
+// that came back are checked.
+
+class LibraryEchoes : public ::testing::TestWithParam<Endpoint> {
+ protected:
+  static void SetUpTestSuite() { harness_ = new Harness(); }
+  static void TearDownTestSuite() {
+    delete harness_;
+    harness_ = nullptr;
+  }
+  static Harness* harness_;
+};
+Harness* LibraryEchoes::harness_ = nullptr;
+
+TEST_P(LibraryEchoes, NoEchoedSecretReachesAnyOutput) {
+  const Endpoint endpoint = GetParam();
+  std::mutex mutex;
+  std::vector<std::string> lines;
+  set_log_hook([&](LogLevel, std::string_view message) {
+    std::lock_guard lock(mutex);
+    lines.emplace_back(message);
+  });
+
+  std::vector<std::pair<std::string, std::string>> outputs;  // (where, text)
+  int errors = 0;
+  int tokens = 0;
+  auto source = harness_->source(endpoint);
+  const std::vector<std::string> cases = echo_cases();
+  for (const auto& fault : cases) {
+    std::vector<std::string> events;
+    {
+      TokenCache cache(Harness::cache_options(&events));
+      TokenHandle handle = cache.handle(source, echo_request(*harness_, endpoint));
+      harness_->emu().clear_faults();
+      harness_->emu().inject(endpoint, fault, 1);
+      try {
+        const AccessToken token =
+            handle.get(std::chrono::steady_clock::now() + std::chrono::seconds{10});
+        ++tokens;
+        outputs.emplace_back(fault + ": token_type", token.token_type);
+        outputs.emplace_back(fault + ": resource", token.resource);
+        outputs.emplace_back(fault + ": client_id", token.client_id);
+      } catch (const Error& error) {
+        ++errors;
+        outputs.emplace_back(fault + ": error", error.what());
+      }
+      harness_->emu().clear_faults();
+      outputs.emplace_back(fault + ": cache stats", cache.stats().last_error);
+    }
+    for (auto& event : events) outputs.emplace_back(fault + ": cache event", std::move(event));
+  }
+  set_log_hook(nullptr);
+
+  SecretChecker checker(*harness_);
+  add_every_secret(checker, *harness_);
+  for (const auto& [where, text] : outputs) checker.check(text, where);
+  std::lock_guard lock(mutex);
+  for (const auto& line : lines) checker.check(line, "log line");
+
+  // The cases did what they are for: most failed and said why, some gave a token, and every
+  // one echoed a secret.
+  EXPECT_GT(errors, static_cast<int>(cases.size()) / 2);
+  EXPECT_GT(tokens, 0);
+  EXPECT_GE(harness_->emu().echoed_secrets().size(), cases.size());
+  EXPECT_GT(lines.size(), cases.size());
+}
+
+INSTANTIATE_TEST_SUITE_P(Sources, LibraryEchoes, ::testing::ValuesIn(emulator::kAllEndpoints),
+                         test_name);
 
 // ---------------------------------------------------------------------------------------------
 // The command line, against the same emulator.
-
-struct CliRun {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string shell_quote(const std::string& value) {
-  std::string quoted = "'";
-  for (char c : value) {
-    if (c == '\'') {
-      quoted += "'\\''";
-    } else {
-      quoted += c;
-    }
-  }
-  return quoted + "'";
-}
-
-fs::path cli_path() { return fs::read_symlink("/proc/self/exe").parent_path() / "azkms"; }
-
-// Runs build/bin/azkms with exactly `vars` as its environment (plus PATH).
-CliRun run_cli(const fault_matrix::Vars& vars, const std::string& arguments,
-               const fs::path& scratch) {
-  // The command line may only ever reach loopback.
-  for (const char* name : {"IDENTITY_ENDPOINT", "MSI_ENDPOINT", "AZURE_POD_IDENTITY_AUTHORITY_HOST",
-                           "AZURE_AUTHORITY_HOST", "IMDS_ENDPOINT"}) {
-    auto it = vars.find(name);
-    if (it != vars.end() && !testing::is_loopback_url(it->second)) {
-      ADD_FAILURE() << "refusing to run the CLI with " << name << " pointing off loopback";
-      return {};
-    }
-  }
-  if (arguments.find("token") != std::string::npos &&
-      vars.count("AZURE_POD_IDENTITY_AUTHORITY_HOST") == 0 &&
-      vars.count("IDENTITY_ENDPOINT") == 0 && vars.count("MSI_ENDPOINT") == 0 &&
-      vars.count("AZURE_AUTHORITY_HOST") == 0) {
-    ADD_FAILURE() << "refusing to run `azkms token` without a loopback endpoint";
-    return {};
-  }
-  std::string command = "env -i PATH=/usr/bin:/bin";
-  for (const auto& [name, value] : vars) command += " " + name + "=" + shell_quote(value);
-  const fs::path err_file = scratch / "stderr.txt";
-  command += " " + shell_quote(cli_path().string()) + " " + arguments + " 2>" +
-             shell_quote(err_file.string());
-  CliRun run;
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (pipe == nullptr) {
-    ADD_FAILURE() << "popen failed";
-    return run;
-  }
-  std::array<char, 4096> buffer{};
-  while (std::size_t n = std::fread(buffer.data(), 1, buffer.size(), pipe))
-    run.out.append(buffer.data(), n);
-  const int status = ::pclose(pipe);
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream in(err_file);
-  std::stringstream err;
-  err << in.rdbuf();
-  run.err = err.str();
-  return run;
-}
 
 class CliSecrets : public ::testing::Test {
  protected:
@@ -257,11 +350,6 @@ class CliSecrets : public ::testing::Test {
   void TearDown() override { fs::remove_all(scratch_); }
   fs::path scratch_;
 };
-
-bool supports_client_id(Endpoint endpoint) {
-  return endpoint != Endpoint::kCloudShell && endpoint != Endpoint::kAzureArc &&
-         endpoint != Endpoint::kServiceFabric;
-}
 
 TEST_F(CliSecrets, DetectAndFailingTokenPrintNoSecret) {
   Harness harness;
@@ -335,15 +423,81 @@ TEST_F(CliSecrets, DetectAndFailingTokenPrintNoSecret) {
   }
 
   SecretChecker checker(harness);
-  add_fixed_secrets(checker, harness);
+  add_every_secret(checker, harness);
   for (auto& token : printed_tokens) checker.add(token);
-  for (auto& key : harness.arc_keys()) checker.add(key);
   for (const auto& [what, run] : runs) {
     checker.check(run.out, "stdout of `azkms " + what + "`");
     checker.check(run.err, "stderr of `azkms " + what + "`");
   }
   EXPECT_EQ(printed_tokens.size(), 2 * emulator::kAllEndpoints.size());
   EXPECT_GT(runs.size(), 100u);
+}
+
+// The command line against endpoints that echo secrets back: `azkms token` for every echo case
+// and every source, each source in its own thread (its own fault queue). On success the token
+// line is the one line allowed to show the token.
+TEST_F(CliSecrets, NoEchoedSecretReachesTheTerminal) {
+  Harness harness;
+  std::mutex mutex;
+  std::vector<std::pair<std::string, CliRun>> runs;
+  std::vector<std::thread> threads;
+  for (auto endpoint : emulator::kAllEndpoints) {
+    threads.emplace_back([&, endpoint] {
+      const std::string name(emulator::to_string(endpoint));
+      const fs::path scratch = scratch_ / name;
+      fs::create_directories(scratch);
+      const fault_matrix::Vars vars = harness.environment_of(endpoint);
+      std::string arguments = "token --source " + name + " --timeout-ms 10000";
+      if (supports_client_id(endpoint))
+        arguments += " --client-id " + harness.identity(1).client_id;
+      for (const auto& fault : echo_cases()) {
+        // The command line prints what the library returns (checked above in every form): here
+        // every position in its raw form, and every form of the positions the output shows.
+        const bool printed = fault.rfind("echo-token-type", 0) == 0 ||
+                             fault.rfind("echo-resource", 0) == 0 ||
+                             fault.rfind("echo-client-id", 0) == 0;
+        const bool raw = fault.ends_with(":raw");
+        if (!raw && !printed) continue;
+        harness.emu().inject(endpoint, fault, 1);
+        for (const char* format : {"", " --json"}) {
+          if (*format != '\0' && !(printed && raw)) continue;
+          if (*format != '\0') harness.emu().inject(endpoint, fault, 1);
+          CliRun run = run_cli(vars, arguments + format, scratch);
+          EXPECT_LE(std::count(run.err.begin(), run.err.end(), '\n'), 1) << name << " " << fault;
+          if (run.exit_code == 0) {
+            if (*format == '\0') {
+              // Drop the token line, printed on purpose; everything else is checked.
+              const auto at = run.out.find("\ntoken:      ");
+              ASSERT_NE(at, std::string::npos) << name << " " << fault;
+              run.out.erase(at, run.out.find('\n', at + 1) - at);
+            } else {
+              auto printed = nlohmann::json::parse(run.out, nullptr, false);
+              ASSERT_TRUE(printed.is_object()) << name << " " << fault;
+              printed.erase("accessToken");
+              run.out = printed.dump();
+            }
+          } else {
+            EXPECT_TRUE(run.out.empty()) << name << " " << fault << ": stdout on failure";
+          }
+          std::lock_guard lock(mutex);
+          runs.emplace_back(name + " token" + format + " with " + fault, std::move(run));
+        }
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+
+  SecretChecker checker(harness);
+  add_every_secret(checker, harness);
+  int failures = 0;
+  for (const auto& [what, run] : runs) {
+    failures += run.exit_code != 0 ? 1 : 0;
+    checker.check(run.out, "stdout of `azkms " + what + "`");
+    checker.check(run.err, "stderr of `azkms " + what + "`");
+  }
+  EXPECT_GE(runs.size(), emulator::kAllEndpoints.size() * 30);
+  EXPECT_GT(failures, static_cast<int>(runs.size()) / 3);
+  EXPECT_LT(failures, static_cast<int>(runs.size()));
 }
 
 // The demo prints each step and the token's source, never the token.

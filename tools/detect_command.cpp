@@ -4,6 +4,7 @@
 
 #include "azkms/detect.hpp"
 #include "cli.hpp"
+#include "redaction.hpp"
 
 namespace azkms::cli {
 namespace {
@@ -22,27 +23,36 @@ std::vector<std::string> selector_names(std::uint8_t set) {
   return names;
 }
 
+// The reason, the endpoint and the variables' values come from the environment: shown
+// redacted, printable and bounded, like any text from outside.
 void print_text(const Detection& d) {
   std::cout << "source:     " << display_name(d.kind) << " (" << to_string(d.kind) << ")\n"
-            << "chosen by:  " << (d.forced ? "--source" : "detection") << ": " << d.reason << "\n"
-            << "endpoint:   " << d.endpoint << "\n"
+            << "chosen by:  " << (d.forced ? "--source" : "detection") << ": "
+            << safe_excerpt(d.reason, 1000) << "\n"
+            << "endpoint:   " << safe_excerpt(d.endpoint, 300) << "\n"
             << "identities: ";
   const auto names = selector_names(d.supported_selectors);
   for (std::size_t i = 0; i < names.size(); ++i) std::cout << (i ? ", " : "") << names[i];
   std::cout << "\nvariables:" << (d.variables.empty() ? "  none set" : "") << "\n";
-  for (const auto& var : d.variables) std::cout << "  " << var.name << "=" << var.value << "\n";
+  for (const auto& var : d.variables) {
+    std::cout << "  " << var.name << "=" << safe_excerpt(var.value, 300) << "\n";
+  }
 }
 
 void print_json(const Detection& d) {
   nlohmann::json variables = nlohmann::json::array();
-  for (const auto& var : d.variables)
-    variables.push_back({{"name", var.name}, {"value", var.value}});
-  nlohmann::json out = {
-      {"source", to_string(d.kind)}, {"displayName", display_name(d.kind)},
-      {"forced", d.forced},          {"reason", d.reason},
-      {"endpoint", d.endpoint},      {"identitySelectors", selector_names(d.supported_selectors)},
-      {"variables", variables}};
-  std::cout << out.dump(2) << "\n";
+  for (const auto& var : d.variables) {
+    variables.push_back({{"name", var.name}, {"value", safe_excerpt(var.value, 300)}});
+  }
+  nlohmann::json out = {{"source", to_string(d.kind)},
+                        {"displayName", display_name(d.kind)},
+                        {"forced", d.forced},
+                        {"reason", safe_excerpt(d.reason, 1000)},
+                        {"endpoint", safe_excerpt(d.endpoint, 300)},
+                        {"identitySelectors", selector_names(d.supported_selectors)},
+                        {"variables", variables}};
+  std::cout << out.dump(2, ' ', /*ensure_ascii=*/true, nlohmann::json::error_handler_t::replace)
+            << "\n";
 }
 
 }  // namespace

@@ -1,10 +1,12 @@
 // azkms: see what azkms detects in this environment, fetch a token, or run the end-to-end demo.
 // Exit codes: 0 success, 1 a runtime failure (one line on stderr, never a secret), 2 usage.
+#include <cstdlib>
 #include <iostream>
 
 #include "azkms/error.hpp"
 #include "azkms/version.h"
 #include "cli.hpp"
+#include "redaction.hpp"
 
 namespace azkms::cli {
 
@@ -45,6 +47,11 @@ IdentitySelector IdentityFlags::selector() const {
 }  // namespace azkms::cli
 
 int main(int argc, char** argv) {
+  // Whatever the program prints, on any path, never shows the secrets of its environment.
+  azkms::RedactionScope environment_secrets;
+  for (const char* name : {"IDENTITY_HEADER", "MSI_SECRET"}) {
+    if (const char* value = std::getenv(name)) environment_secrets.add(value);
+  }
   CLI::App app{"azkms: Azure managed identity tokens for MongoDB client-side encryption"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "azkms " AZKMS_VERSION_STRING);
@@ -61,10 +68,11 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("token")) return token();
     if (app.got_subcommand("demo")) return demo();
   } catch (const azkms::Error& e) {
-    std::cerr << "azkms: error [" << azkms::to_string(e.code()) << "]: " << e.what() << "\n";
+    std::cerr << "azkms: error [" << azkms::to_string(e.code())
+              << "]: " << azkms::safe_message(e.what()) << "\n";
     return 1;
   } catch (const std::exception& e) {
-    std::cerr << "azkms: error: " << e.what() << "\n";
+    std::cerr << "azkms: error: " << azkms::safe_excerpt(e.what(), 1000) << "\n";
     return 1;
   }
   return 2;

@@ -6,6 +6,7 @@
 
 #include "azkms/detect.hpp"
 #include "cli.hpp"
+#include "redaction.hpp"
 
 namespace azkms::cli {
 namespace {
@@ -29,21 +30,29 @@ int run(const TokenFlags& flags) {
   auto source = make_source(ProcessEnvironment{}, flags.identity.forced_source());
   TokenRequest request{flags.resource, flags.identity.selector()};
   const AccessToken token = source->fetch(request, deadline);
-  const std::string resource = token.resource.empty() ? request.resource : token.resource;
+  // Printed on purpose, but only on its own line: the other fields are the endpoint's text,
+  // shown redacted (of the token too), printable and bounded, so that they can neither carry
+  // a secret nor forge a line of this output.
+  RedactionScope printed_token;
+  printed_token.add(token.token.reveal());
+  const std::string resource =
+      safe_excerpt(token.resource.empty() ? request.resource : token.resource, 300);
+  const std::string token_type = safe_excerpt(token.token_type, 100);
   if (flags.json) {
     nlohmann::json out = {{"accessToken", token.token.reveal()},
                           {"expiresOn", epoch_seconds(token.expires_on)},
-                          {"tokenType", token.token_type},
+                          {"tokenType", token_type},
                           {"resource", resource},
                           {"source", to_string(source->kind())}};
-    std::cout << out.dump() << "\n";
+    std::cout << out.dump(-1, ' ', /*ensure_ascii=*/true, nlohmann::json::error_handler_t::replace)
+              << "\n";
     return 0;
   }
   const auto remaining = std::chrono::duration_cast<std::chrono::seconds>(
       token.expires_on - std::chrono::system_clock::now());
-  std::cout << "source:     " << source->name() << "\n"
+  std::cout << "source:     " << safe_excerpt(source->name(), 100) << "\n"
             << "resource:   " << resource << "\n"
-            << "type:       " << token.token_type << "\n"
+            << "type:       " << token_type << "\n"
             << "expires on: " << epoch_seconds(token.expires_on) << " (in " << remaining.count()
             << " s)\n"
             << "token:      " << token.token.reveal() << "\n";

@@ -1,6 +1,8 @@
 // Error: the one exception type azkms throws. It carries a code a program can branch on and a
 // message a person can act on (what was tried, what came back, what to do next). Messages
-// never contain secrets: every excerpt of a response body is redacted before it gets here.
+// never contain secrets: the constructor (and every with_*) passes the message through the
+// library's redaction (known secrets and credentials removed, control characters replaced,
+// length bounded), whichever layer wrote it.
 #pragma once
 
 #include <stdexcept>

@@ -1,5 +1,6 @@
 // Log hook: azkms says what it does (detections, attempts, retries, refresh failures) through
-// one process-wide callback. Messages never contain secrets. Default: no logging.
+// one process-wide callback. Messages never contain secrets: every line passes through the
+// library's redaction before the hook sees it. Default: no logging.
 #pragma once
 
 #include <functional>

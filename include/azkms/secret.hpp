@@ -6,6 +6,7 @@
 // The memory is wiped when the value is destroyed or overwritten.
 #pragma once
 
+#include <initializer_list>
 #include <iosfwd>
 #include <string>
 #include <string_view>
@@ -40,8 +41,11 @@ class Secret {
 
 std::ostream& operator<<(std::ostream& os, const Secret& secret);
 
-// Replaces every occurrence of each non-empty secret in `text` with "[redacted]". Used on
-// response excerpts before they enter an error message: an endpoint may echo a header back.
+// `text` with each of `secrets` replaced by "[redacted]", in any form an endpoint may echo it
+// in (raw, URL-encoded or -decoded, JSON-escaped) and any run of 8 or more of its characters,
+// and with credential values, JSON Web Tokens and URL passwords redacted too. Values shorter
+// than 4 bytes are ignored. The library's own messages need no call: every error and log line
+// is redacted on its way out (see src/redaction.hpp).
 std::string redact(std::string text, std::initializer_list<std::string_view> secrets);
 
 }  // namespace azkms

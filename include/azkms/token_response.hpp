@@ -51,9 +51,4 @@ bool same_resource(std::string_view a, std::string_view b);
 // Seconds given as a number or a numeric string ("3599"); nullopt otherwise or if negative.
 std::optional<long long> parse_seconds(std::string_view text);
 
-// A short excerpt of a response body for error messages: at most `limit` bytes, control
-// characters replaced, anything that looks like a token value (access_token, refresh_token)
-// removed.
-std::string body_excerpt(std::string_view body, std::size_t limit = 200);
-
 }  // namespace azkms

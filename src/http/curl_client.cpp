@@ -40,6 +40,7 @@
 #include "azkms/http.hpp"
 #include "azkms/log.hpp"
 #include "http/proxy_bypass.hpp"
+#include "redaction.hpp"
 #include "text.hpp"
 
 namespace azkms {
@@ -69,17 +70,6 @@ std::string_view trim(std::string_view s) {
     s.remove_suffix(1);
   }
   return s;
-}
-
-// Printable ASCII only, bounded: text from the network or the environment that enters a
-// message must not carry control characters or run on forever.
-std::string printable(std::string_view s, std::size_t limit = 200) {
-  std::string out;
-  for (char c : s.substr(0, limit)) {
-    out += (c >= 0x20 && c < 0x7f) ? c : '?';
-  }
-  if (s.size() > limit) out += "...";
-  return out;
 }
 
 struct UrlDeleter {
@@ -115,14 +105,14 @@ std::optional<ParsedUrl> parse_url(const std::string& url) {
   parsed.for_messages = parsed.scheme + "://" + parsed.host;
   if (!port.empty()) parsed.for_messages += ":" + port;
   parsed.for_messages += url_part(u.get(), CURLUPART_PATH);
-  parsed.for_messages = printable(parsed.for_messages);
+  parsed.for_messages = safe_excerpt(parsed.for_messages);
   return parsed;
 }
 
 // The URL as messages show it when libcurl cannot parse it: no query, printable, bounded.
 std::string url_for_messages(const std::string& url) {
   if (auto parsed = parse_url(url)) return parsed->for_messages;
-  return printable(std::string_view(url).substr(0, url.find('?')));
+  return safe_excerpt(std::string_view(url).substr(0, url.find('?')));
 }
 
 bool valid_header_name(std::string_view name) {
@@ -208,7 +198,7 @@ size_t on_header(char* data, size_t size, size_t count, void* user) {
     const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), length);
     if (ec == std::errc::result_out_of_range || (ec == std::errc() && length > t.max_bytes)) {
       t.too_large = true;
-      t.declared_length = printable(v, 40);
+      t.declared_length = safe_excerpt(v, 40);
       return 0;
     }
   }
@@ -345,7 +335,7 @@ class CurlHttpClient final : public HttpClient {
       if (!pin) {
         throw Error(ErrorCode::kConfiguration,
                     "IDENTITY_SERVER_THUMBPRINT \"" +
-                        printable(*options.pinned_sha1_thumbprint, 80) +
+                        safe_excerpt(*options.pinned_sha1_thumbprint, 80) +
                         "\" is not a SHA-1 thumbprint (40 hexadecimal digits)");
       }
       if (!https) {
@@ -360,8 +350,8 @@ class CurlHttpClient final : public HttpClient {
       // Never the value in the message: it may be the secret.
       if (!valid_header_name(h.name) || !valid_header_value(h.value)) {
         throw Error(ErrorCode::kConfiguration,
-                    "request to " + endpoint + " has an invalid header \"" + printable(h.name, 60) +
-                        "\" (line breaks are not allowed)");
+                    "request to " + endpoint + " has an invalid header \"" +
+                        safe_excerpt(h.name, 60) + "\" (line breaks are not allowed)");
       }
       const std::string line = h.value.empty() ? h.name + ";" : h.name + ": " + h.value;
       curl_slist* next = curl_slist_append(headers.get(), line.c_str());
@@ -480,7 +470,7 @@ class CurlHttpClient final : public HttpClient {
       // libcurl's own detail when it wrote one (it names addresses, never headers), else the
       // generic text of the code.
       message += ": ";
-      message += error_buffer[0] != '\0' ? printable(error_buffer, 300) : curl_easy_strerror(rc);
+      message += error_buffer[0] != '\0' ? safe_excerpt(error_buffer, 300) : curl_easy_strerror(rc);
       message += "; " + next_step(code);
       throw Error(code, std::move(message));
     }
@@ -507,7 +497,7 @@ class CurlHttpClient final : public HttpClient {
     if (u && curl_url_set(u.get(), CURLUPART_URL, location.c_str(), 0) == CURLUE_OK) {
       const std::string host = url_part(u.get(), CURLUPART_HOST);
       const std::string port = url_part(u.get(), CURLUPART_PORT);
-      if (!host.empty()) return printable(host + (port.empty() ? "" : ":" + port), 120);
+      if (!host.empty()) return safe_excerpt(host + (port.empty() ? "" : ":" + port), 120);
     }
     return "another path on the same host";
   }

@@ -24,7 +24,7 @@ extern "C" {
 
 #include "azkms/error.hpp"
 #include "azkms/log.hpp"
-#include "azkms/token_response.hpp"
+#include "redaction.hpp"
 
 namespace azkms {
 namespace {
@@ -299,7 +299,7 @@ std::string key_vault_error_code(const std::string& body) {
   if (error == json.end() || !error->is_object()) return {};
   auto code = error->find("code");
   if (code == error->end() || !code->is_string()) return {};
-  return body_excerpt(code->get<std::string>(), 64);
+  return safe_excerpt(code->get<std::string>(), 64);
 }
 
 std::string url_without_query(const std::string& url) { return url.substr(0, url.find('?')); }
@@ -496,7 +496,7 @@ struct CryptSession::Impl {
       }
       if (attempts > 1) kms_retries.fetch_add(attempts - 1, std::memory_order_relaxed);
 
-      const std::string excerpt = body_excerpt(response.body);
+      const std::string excerpt = safe_excerpt(response.body);
       if (response.status == 401) throw Unauthorized{url, excerpt};
       if (response.status != 200) {
         const std::string code = key_vault_error_code(response.body);
@@ -530,7 +530,7 @@ struct CryptSession::Impl {
           Status status;
           mongocrypt_kms_ctx_status(kms, status.get());
           throw Error(ErrorCode::kKms, "libmongocrypt refused Key Vault's response: " +
-                                           body_excerpt(status.message()))
+                                           safe_excerpt(status.message()))
               .with_endpoint(url);
         }
         offset += chunk;

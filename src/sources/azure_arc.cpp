@@ -17,7 +17,7 @@
 #include <cstring>
 #include <filesystem>
 
-#include "azkms/token_response.hpp"
+#include "redaction.hpp"
 #include "sources/common.hpp"
 #include "sources/registry.hpp"
 #include "text.hpp"
@@ -26,6 +26,7 @@ namespace azkms::sources {
 namespace {
 
 constexpr std::size_t kMaxKeyBytes = 4096;
+constexpr std::size_t kMaxFileName = 255;  // NAME_MAX on Linux
 
 std::string_view trim(std::string_view text) {
   while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
@@ -84,6 +85,8 @@ class AzureArcSource final : public HttpTokenSource {
     }
     const std::string key_path = checked_key_path(*challenge);
     Secret key = read_key_file(key_path);
+    // From here on, nothing this fetch says may quote the key, whatever the agent answers.
+    redact_from_now_on(key.reveal());
 
     const auto spent =
         std::chrono::duration_cast<std::chrono::milliseconds>(clock().steady_now() - started);
@@ -103,12 +106,11 @@ class AzureArcSource final : public HttpTokenSource {
       throw;
     }
     wipe(answer);
-    if (second.status != 200) second.body = redact(std::move(second.body), {key.reveal()});
     if (second.status == 401) {
       // Bounded on purpose: one public client loops forever on an agent that keeps asking.
       throw make_error(ErrorCode::kArcChallenge,
                        "answered 401 again after the challenge was answered with the key file " +
-                           key_path +
+                           safe_excerpt(key_path, 200) +
                            "; the agent refused it (is the agent healthy? restart "
                            "himds)");
     }
@@ -140,7 +142,7 @@ class AzureArcSource final : public HttpTokenSource {
 
   // Validates the realm before anything is read: returns key_directory_/<base name>.
   [[nodiscard]] std::string checked_key_path(const std::string& challenge) const {
-    const std::string shown = body_excerpt(challenge, 160);
+    const std::string shown = safe_excerpt(challenge, 160);
     const auto equals = challenge.find('=');
     if (equals == std::string::npos || challenge.find('=', equals + 1) != std::string::npos) {
       throw make_error(ErrorCode::kArcChallenge,
@@ -160,11 +162,13 @@ class AzureArcSource final : public HttpTokenSource {
     const std::filesystem::path path{std::string(realm)};
     const std::string name = path.filename().string();
     const bool in_directory = path.is_absolute() && path.parent_path() == key_directory_;
-    const bool named_key =
-        name.size() > 4 && name.ends_with(".key") && name.find('\0') == std::string::npos;
+    // No file name is longer than NAME_MAX: refusing longer ones also keeps every message that
+    // names the file short.
+    const bool named_key = name.size() > 4 && name.size() <= kMaxFileName &&
+                           name.ends_with(".key") && name.find('\0') == std::string::npos;
     if (!in_directory || !named_key) {
       throw make_error(ErrorCode::kArcChallenge, "refused the challenge's key file \"" +
-                                                     body_excerpt(realm, 160) +
+                                                     safe_excerpt(realm, 160) +
                                                      "\": it must be a *.key file directly in " +
                                                      key_directory_ + " (the file was not read)");
     }
@@ -238,7 +242,7 @@ std::string checked_directory(const std::string& directory, std::string_view ori
   std::filesystem::path path(directory);
   if (!path.is_absolute()) {
     throw Error(ErrorCode::kConfiguration, std::string(origin) + " \"" +
-                                               body_excerpt(directory, 160) +
+                                               safe_excerpt(directory, 160) +
                                                "\" is not an absolute directory path")
         .with_source(std::string(display_name(SourceKind::kAzureArc)));
   }
@@ -280,7 +284,8 @@ Candidate make_azure_arc(const Environment& env, const SourceContext& context, M
   if (identity_endpoint) options.endpoint = *identity_endpoint;
   if (auto directory = get(env, kArcTokenDirectory)) {
     options.key_directory = *directory;
-    reason += "; key files expected in " + std::string(kArcTokenDirectory) + "=" + *directory;
+    reason += "; key files expected in " + std::string(kArcTokenDirectory) + "=" +
+              safe_excerpt(*directory, 160);
   }
   return {make_azure_arc_source(std::move(options), context), std::move(reason)};
 }

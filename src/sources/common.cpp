@@ -7,7 +7,7 @@
 #include <memory>
 
 #include "azkms/http.hpp"
-#include "azkms/token_response.hpp"
+#include "redaction.hpp"
 
 namespace azkms::sources {
 namespace {
@@ -61,9 +61,23 @@ std::optional<UrlParts> split_url(const std::string& value) {
   return parts;
 }
 
-// Endpoint variables are not secrets, but they are input: keep what reaches a message short
-// and printable.
-std::string shown(const std::string& value) { return "\"" + body_excerpt(value, 120) + "\""; }
+// The value with anything before an '@' in its authority replaced: user:password@ is refused,
+// and the refusal must not print the password, even when the value is not a URL libcurl can
+// parse (no scheme, a second '@').
+std::string without_user_info(std::string value) {
+  const auto scheme_end = value.find("://");
+  const std::size_t begin = scheme_end == std::string::npos ? 0 : scheme_end + 3;
+  const std::size_t end = std::min(value.find_first_of("/?#", begin), value.size());
+  const auto at = std::string_view(value).substr(begin, end - begin).rfind('@');
+  if (at != std::string_view::npos) value.replace(begin, at, "[redacted]");
+  return value;
+}
+
+// Endpoint variables are not secrets, but they are input: what reaches a message is short and
+// printable, and never the password of a URL.
+std::string shown(const std::string& value) {
+  return "\"" + safe_excerpt(without_user_info(value), 120) + "\"";
+}
 
 }  // namespace
 

@@ -8,7 +8,7 @@
 #include <algorithm>
 #include <cctype>
 
-#include "azkms/token_response.hpp"
+#include "redaction.hpp"
 #include "sources/common.hpp"
 #include "sources/registry.hpp"
 
@@ -85,7 +85,7 @@ Candidate make_service_fabric(const Environment& env, const SourceContext& conte
   auto pinned = normalize_sha1_thumbprint(*thumbprint);
   if (!pinned) {
     throw Error(ErrorCode::kConfiguration,
-                "IDENTITY_SERVER_THUMBPRINT=\"" + body_excerpt(*thumbprint, 80) +
+                "IDENTITY_SERVER_THUMBPRINT=\"" + safe_excerpt(*thumbprint, 80) +
                     "\" is not a SHA-1 thumbprint: expected 40 hexadecimal digits (colons and "
                     "spaces are ignored)")
         .with_source(std::string(display_name(SourceKind::kServiceFabric)));

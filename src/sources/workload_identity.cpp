@@ -12,7 +12,7 @@
 #include <fstream>
 #include <iterator>
 
-#include "azkms/token_response.hpp"
+#include "redaction.hpp"
 #include "sources/common.hpp"
 #include "sources/registry.hpp"
 
@@ -152,7 +152,7 @@ Candidate make_workload_identity(const Environment& env, const SourceContext& co
   const auto source_name = std::string(display_name(SourceKind::kWorkloadIdentity));
   if (!valid_tenant(*tenant)) {
     throw Error(ErrorCode::kConfiguration,
-                "AZURE_TENANT_ID=\"" + body_excerpt(*tenant, 80) +
+                "AZURE_TENANT_ID=\"" + safe_excerpt(*tenant, 80) +
                     "\" is not a tenant id or domain (letters, digits, '-' and '.')")
         .with_source(source_name);
   }

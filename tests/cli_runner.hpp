@@ -1,0 +1,85 @@
+// Running the command-line program (build/bin/azkms, next to the test binary) the way a
+// person would, with exactly the environment a test gives it, and only ever against loopback.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+
+#include "loopback_only.hpp"
+
+namespace azkms::testing {
+
+struct CliRun {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+inline std::string shell_quote(const std::string& value) {
+  std::string quoted = "'";
+  for (char c : value) {
+    if (c == '\'') {
+      quoted += "'\\''";
+    } else {
+      quoted += c;
+    }
+  }
+  return quoted + "'";
+}
+
+inline std::filesystem::path cli_path() {
+  return std::filesystem::read_symlink("/proc/self/exe").parent_path() / "azkms";
+}
+
+// Runs build/bin/azkms with exactly `vars` as its environment (plus PATH); its stderr goes
+// through a file in `scratch`.
+inline CliRun run_cli(const std::map<std::string, std::string>& vars, const std::string& arguments,
+                      const std::filesystem::path& scratch) {
+  // The command line may only ever reach loopback.
+  for (const char* name : {"IDENTITY_ENDPOINT", "MSI_ENDPOINT", "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+                           "AZURE_AUTHORITY_HOST", "IMDS_ENDPOINT"}) {
+    auto it = vars.find(name);
+    if (it != vars.end() && !is_loopback_url(it->second)) {
+      ADD_FAILURE() << "refusing to run the CLI with " << name << " pointing off loopback";
+      return {};
+    }
+  }
+  if (arguments.find("token") != std::string::npos &&
+      vars.count("AZURE_POD_IDENTITY_AUTHORITY_HOST") == 0 &&
+      vars.count("IDENTITY_ENDPOINT") == 0 && vars.count("MSI_ENDPOINT") == 0 &&
+      vars.count("AZURE_AUTHORITY_HOST") == 0) {
+    ADD_FAILURE() << "refusing to run `azkms token` without a loopback endpoint";
+    return {};
+  }
+  std::string command = "env -i PATH=/usr/bin:/bin";
+  for (const auto& [name, value] : vars) command += " " + name + "=" + shell_quote(value);
+  const std::filesystem::path err_file = scratch / "stderr.txt";
+  command += " " + shell_quote(cli_path().string()) + " " + arguments + " 2>" +
+             shell_quote(err_file.string());
+  CliRun run;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) {
+    ADD_FAILURE() << "popen failed";
+    return run;
+  }
+  std::array<char, 4096> buffer{};
+  while (std::size_t n = std::fread(buffer.data(), 1, buffer.size(), pipe))
+    run.out.append(buffer.data(), n);
+  const int status = ::pclose(pipe);
+  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  std::ifstream in(err_file);
+  std::stringstream err;
+  err << in.rdbuf();
+  run.err = err.str();
+  return run;
+}
+
+}  // namespace azkms::testing
