@@ -12,16 +12,20 @@
 #include <unistd.h>
 #include <ostream>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <ctime>
+#include <deque>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <stdexcept>
 #include <thread>
 
 #include "certificate.hpp"
+#include "connection_guard.hpp"
 #include "faults.hpp"
 #include "http_faults.hpp"
 
@@ -36,6 +40,17 @@ namespace fs = std::filesystem;
 constexpr std::size_t kEndpointCount = kAllEndpoints.size();
 constexpr std::string_view kDefaultTenant = "7f3c6b1e-4a2d-4e8f-9b0c-5d1a2e3f4a5b";
 constexpr std::string_view kJwtBearer = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+// An identity request is a URL and a few headers; workload identity's form body carries a
+// service account token of a few KiB. Anything larger is refused (413) unread.
+constexpr std::size_t kMaxRequestBody = 64 * 1024;
+// Azure Arc: a challenge's key file is removed once its key is used; a challenge (its key, and
+// its file if still there) lasts this long, and no more than this many are kept at once (the
+// oldest goes first): clients that never answer cannot fill the key directory.
+constexpr auto kArcChallengeLifetime = 60s;
+constexpr std::size_t kMaxArcChallenges = 64;
+// How many of the latest Arc keys arc_keys_handed_out() reports.
+constexpr std::size_t kArcKeysRemembered = 4096;
 
 std::size_t index_of(Endpoint endpoint) { return static_cast<std::size_t>(endpoint); }
 
@@ -115,6 +130,29 @@ bool names_a_selector(const httplib::Params& params) {
 
 bool is_form(const httplib::Request& req) {
   return req.get_header_value("Content-Type").rfind("application/x-www-form-urlencoded", 0) == 0;
+}
+
+// The JSON error body for answers httplib makes itself, before any handler runs.
+void set_http_error(httplib::Response& res) {
+  switch (res.status) {
+    case 400:
+      set_json_error(res, 400, "invalid_request", "The request is not valid HTTP.");
+      break;
+    case 404:
+      set_json_error(res, 404, "not_found", "This endpoint serves no such path.");
+      break;
+    case 413:
+      set_json_error(res, 413, "request_too_large",
+                     "The request body is larger than the " + std::to_string(kMaxRequestBody) +
+                         " bytes an identity request may have.");
+      break;
+    case 414:
+      set_json_error(res, 414, "uri_too_long", "The request URL is too long.");
+      break;
+    default:
+      set_json_error(res, res.status, "http_error",
+                     "The request failed with HTTP " + std::to_string(res.status) + ".");
+  }
 }
 
 struct Selector {
@@ -217,9 +255,16 @@ std::optional<Endpoint> parse_endpoint(std::string_view name) noexcept {
 
 struct Emulator::Impl {
   struct Running {
+    std::unique_ptr<ConnectionGuard> guard;  // outlives the server's threads
     std::unique_ptr<httplib::Server> server;
     std::thread thread;
     int port = 0;
+  };
+
+  // An Azure Arc challenge: the key file it named (empty once the key was used).
+  struct ArcChallenge {
+    std::string path;
+    std::chrono::steady_clock::time_point issued;
   };
 
   Options options;
@@ -244,8 +289,9 @@ struct Emulator::Impl {
   std::vector<std::string> echoed;  // every secret an echo case sent back
 
   std::mutex arc_mutex;
-  std::set<std::string> arc_keys;          // contents of every key file handed out
-  std::vector<std::string> arc_key_files;  // removed by the destructor
+  std::map<std::string, ArcChallenge> arc_challenges;  // by key: outstanding challenges
+  std::deque<std::string> arc_challenge_order;         // their keys, oldest first
+  std::deque<std::string> arc_keys_handed_out;         // the latest keys, for tests
 
   explicit Impl(Options opts) : options(std::move(opts)) {
     if (options.host != "127.0.0.1" && options.host != "::1") {
@@ -285,7 +331,7 @@ struct Emulator::Impl {
   ~Impl() {
     stop();
     std::error_code ec;
-    for (const auto& file : arc_key_files) fs::remove(file, ec);
+    for (const auto& [key, challenge] : arc_challenges) fs::remove(challenge.path, ec);
     if (!temp_dir.empty()) fs::remove_all(temp_dir, ec);
   }
 
@@ -381,7 +427,11 @@ struct Emulator::Impl {
     server.set_tcp_nodelay(true);
     server.set_write_timeout(2, 0);
     server.set_read_timeout(5, 0);
-    add_routes(endpoint, server);
+    ServerLimits limits;
+    limits.max_body_bytes = kMaxRequestBody;
+    running.guard = std::make_unique<ConnectionGuard>(limits);
+    running.guard->install(server, set_http_error);
+    add_routes(endpoint, server, *running.guard);
 
     auto fixed = options.ports.find(endpoint);
     if (fixed != options.ports.end() && fixed->second != 0) {
@@ -397,6 +447,7 @@ struct Emulator::Impl {
         throw std::runtime_error("emulator: cannot bind a port on " + options.host);
       }
     }
+    running.guard->watch(running.port);
     running.thread = std::thread([&server] { server.listen_after_bind(); });
     // stop() is a no-op until the accept loop runs; do not return before it does.
     while (!server.is_running()) std::this_thread::sleep_for(1ms);
@@ -407,10 +458,13 @@ struct Emulator::Impl {
     stop_signal.trigger();
     for (auto& running : servers) {
       if (running.server) running.server->stop();
+      // A client still sending its request must not keep stop() waiting.
+      if (running.guard) running.guard->release_waiting();
     }
     for (auto& running : servers) {
       if (running.thread.joinable()) running.thread.join();
       running.server.reset();
+      running.guard.reset();
       running.port = 0;
     }
   }
@@ -446,15 +500,18 @@ struct Emulator::Impl {
 
   // ---- routing ------------------------------------------------------------------------
 
-  void add_routes(Endpoint endpoint, httplib::Server& server) {
+  void add_routes(Endpoint endpoint, httplib::Server& server, ConnectionGuard& guard) {
     server.set_pre_routing_handler([this, endpoint](const httplib::Request&, httplib::Response&) {
       served[index_of(endpoint)].fetch_add(1, std::memory_order_relaxed);
       return httplib::Server::HandlerResponse::Unhandled;
     });
-    auto handler = [this, endpoint](const httplib::Request& req, httplib::Response& res) {
+    auto handler = [this, endpoint, &guard](const httplib::Request& req, httplib::Response& res) {
+      guard.request_arrived(req);
       handle(endpoint, req, res);
     };
-    auto not_allowed = [this, endpoint](const httplib::Request& req, httplib::Response& res) {
+    auto not_allowed = [this, endpoint, &guard](const httplib::Request& req,
+                                                httplib::Response& res) {
+      guard.request_arrived(req);
       log(std::string(display_name(endpoint)) + ": 405 for " + req.method);
       set_json_error(res, 405, "method_not_allowed",
                      "The token endpoint does not support " + req.method);
@@ -475,14 +532,15 @@ struct Emulator::Impl {
     server.Delete(path, not_allowed);
     // Where the `redirect` fault points: a valid token, so a client that follows redirects
     // visibly succeeds where it should have failed.
-    server.Get(
-        "/redirect-target", [this, endpoint](const httplib::Request& req, httplib::Response& res) {
-          log(std::string(display_name(endpoint)) + ": redirect target requested");
-          const Identity* identity = default_identity(endpoint);
-          const auto* resource = param(query_params(req), "resource");
-          respond(endpoint, Grant{identity, resource ? *resource : "https://vault.azure.net"}, res,
-                  false);
-        });
+    server.Get("/redirect-target", [this, endpoint, &guard](const httplib::Request& req,
+                                                            httplib::Response& res) {
+      guard.request_arrived(req);
+      log(std::string(display_name(endpoint)) + ": redirect target requested");
+      const Identity* identity = default_identity(endpoint);
+      const auto* resource = param(query_params(req), "resource");
+      respond(endpoint, Grant{identity, resource ? *resource : "https://vault.azure.net"}, res,
+              false);
+    });
   }
 
   // ---- the common request path --------------------------------------------------------
@@ -949,12 +1007,19 @@ struct Emulator::Impl {
     return grant;
   }
 
+  // True when the request answers an outstanding challenge. The key file has served its
+  // purpose and is removed; the key stays good until the challenge expires, so that a client
+  // resending its answer (libcurl does, when a reused connection drops) is still served.
   bool arc_authorized(const httplib::Request& req) {
     const std::string authorization = req.get_header_value("Authorization");
     constexpr std::string_view kBasic = "Basic ";
     if (authorization.rfind(kBasic, 0) != 0) return false;
     std::lock_guard lock(arc_mutex);
-    return arc_keys.count(authorization.substr(kBasic.size())) > 0;
+    expire_arc_challenges_locked();
+    const auto it = arc_challenges.find(authorization.substr(kBasic.size()));
+    if (it == arc_challenges.end()) return false;
+    remove_key_file(it->second);
+    return true;
   }
 
   void arc_challenge(const httplib::Request& req, httplib::Response& res) {
@@ -975,18 +1040,49 @@ struct Emulator::Impl {
     if (fault == "arc-not-key") file_name = random_hex(8) + ".txt";
     if (fault == "arc-big-key") key = random_hex(4096);  // 8192 bytes
     const std::string path = directory + "/" + file_name;
-    write_private_file(path, key);
     {
       std::lock_guard lock(arc_mutex);
+      expire_arc_challenges_locked();
+      while (arc_challenges.size() >= kMaxArcChallenges) {
+        forget_arc_challenge_locked(arc_challenge_order.front());
+      }
+      write_private_file(path, key);
       // Even the faulty files hold a valid key: a client that reads one anyway gets a token,
       // which is how a test sees that it did.
-      arc_keys.insert(key);
-      arc_key_files.push_back(path);
+      arc_challenges[key] = ArcChallenge{path, std::chrono::steady_clock::now()};
+      arc_challenge_order.push_back(key);
+      arc_keys_handed_out.push_back(key);
+      if (arc_keys_handed_out.size() > kArcKeysRemembered) arc_keys_handed_out.pop_front();
     }
     res.set_header("WWW-Authenticate",
                    fault == "arc-bad-realm" ? std::string("Basic realm") : "Basic realm=" + path);
     log("Azure Arc: 401 challenge, key file " + path +
         (fault.empty() ? "" : " (fault " + fault + ")"));
+  }
+
+  // Removes the challenges older than their lifetime, with their key files.
+  void expire_arc_challenges_locked() {
+    const auto now = std::chrono::steady_clock::now();
+    while (!arc_challenge_order.empty() &&
+           now - arc_challenges.at(arc_challenge_order.front()).issued > kArcChallengeLifetime) {
+      forget_arc_challenge_locked(arc_challenge_order.front());
+    }
+  }
+
+  static void remove_key_file(ArcChallenge& challenge) {
+    if (challenge.path.empty()) return;
+    std::error_code ec;
+    fs::remove(challenge.path, ec);
+    challenge.path.clear();
+  }
+
+  void forget_arc_challenge_locked(std::string key) {  // a copy: it may name a deque element
+    const auto it = arc_challenges.find(key);
+    if (it == arc_challenges.end()) return;
+    remove_key_file(it->second);
+    arc_challenges.erase(it);
+    arc_challenge_order.erase(
+        std::find(arc_challenge_order.begin(), arc_challenge_order.end(), key));
   }
 
   std::optional<Grant> check_workload(const httplib::Request& req, httplib::Response& res) {
@@ -1162,6 +1258,11 @@ std::string Emulator::service_fabric_certificate_pem() const {
 std::string Emulator::arc_key_directory() const {
   std::lock_guard lock(impl_->lifecycle_mutex);
   return impl_->arc_dir;
+}
+
+std::vector<std::string> Emulator::arc_keys_handed_out() const {
+  std::lock_guard lock(impl_->arc_mutex);
+  return {impl_->arc_keys_handed_out.begin(), impl_->arc_keys_handed_out.end()};
 }
 
 std::string Emulator::federated_token() const {

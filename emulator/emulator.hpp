@@ -105,8 +105,12 @@ class Emulator {
   [[nodiscard]] std::uint64_t tokens_issued(Endpoint endpoint) const;
   // Lifetime of the tokens issued from now on.
   void set_token_lifetime(std::chrono::seconds lifetime);
-  // Where the Azure Arc endpoint writes its challenge key files.
+  // Where the Azure Arc endpoint writes its challenge key files. A file lives until its key is
+  // used, for a minute at most, and at most 64 challenges are kept (the oldest goes first).
   [[nodiscard]] std::string arc_key_directory() const;
+  // The keys of the latest 4096 Arc challenges, used or not (their files may be gone): what a
+  // test checks never leaks.
+  [[nodiscard]] std::vector<std::string> arc_keys_handed_out() const;
   // The workload identity federated token (the client assertion the endpoint accepts).
   [[nodiscard]] std::string federated_token() const;
   // Every secret the echo-* fault cases sent back so far (as they were, before any encoding):

@@ -1,7 +1,6 @@
 #include "http_faults.hpp"
 
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -11,40 +10,18 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "connection_guard.hpp"
+
 namespace azkms::emulator {
 namespace {
 
 using namespace std::chrono_literals;
 using json = nlohmann::json;
 
-int port_of(const sockaddr_storage& address) {
-  if (address.ss_family == AF_INET) {
-    return ntohs(reinterpret_cast<const sockaddr_in&>(address).sin_port);
-  }
-  if (address.ss_family == AF_INET6) {
-    return ntohs(reinterpret_cast<const sockaddr_in6&>(address).sin6_port);
-  }
-  return -1;
-}
-
-// httplib does not hand its socket to handlers. The server side of a connection is the one
-// descriptor whose local port is the request's local port and whose peer port is the request's
-// remote port (a client in the same process has them the other way round).
+// httplib does not hand its socket to handlers: find it among the server's connections.
 int find_connection_fd(int local_port, int remote_port) {
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
-    const std::string name = entry.path().filename().string();
-    int fd = -1;
-    if (std::from_chars(name.data(), name.data() + name.size(), fd).ec != std::errc{}) continue;
-    sockaddr_storage local{};
-    socklen_t length = sizeof(local);
-    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length) != 0) continue;
-    if (port_of(local) != local_port) continue;
-    sockaddr_storage peer{};
-    length = sizeof(peer);
-    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &length) != 0) continue;
-    if (port_of(peer) != remote_port) continue;
-    return fd;
+  for (const auto& socket : server_sockets(local_port)) {
+    if (socket.peer_port == remote_port) return socket.fd;
   }
   return -1;
 }

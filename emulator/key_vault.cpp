@@ -28,6 +28,7 @@
 #include <utility>
 
 #include "certificate_authority.hpp"
+#include "connection_guard.hpp"
 #include "faults.hpp"
 #include "http_faults.hpp"
 
@@ -39,6 +40,8 @@ using namespace std::chrono_literals;
 
 constexpr const char* kJson = "application/json; charset=utf-8";
 constexpr const char* kCaFileName = "key-vault-ca.pem";
+// A wrapkey or unwrapkey body is {"alg": ..., "value": <a few hundred base64url characters>}.
+constexpr std::size_t kMaxRequestBody = 64 * 1024;
 // Key Vault's data-plane versions; libmongocrypt 1.7.2 sends 7.1.
 constexpr std::string_view kApiVersions[] = {"2016-10-01", "7.0", "7.1", "7.2",
                                              "7.3",        "7.4", "7.5", "7.6"};
@@ -159,6 +162,8 @@ std::string_view error_code_for_status(int status) {
       return "Conflict";
     case 410:
       return "Gone";
+    case 413:
+      return "RequestEntityTooLarge";
     case 429:
       return "Throttled";
     case 500:
@@ -337,6 +342,7 @@ struct KeyVaultServer::Impl {
   // Every request passes here: count, delay, then either a fault or the real answer.
   template <class Answer>
   void serve(const httplib::Request& req, httplib::Response& res, Answer&& answer) {
+    if (guard) guard->request_arrived(req);
     ++requests_served;
     auto delay = std::chrono::milliseconds(response_delay_ms.load());
     if (delay > 0ms && !stop_signal.sleep_for(delay)) {
@@ -501,8 +507,20 @@ struct KeyVaultServer::Impl {
     server.set_keep_alive_timeout(1);  // bounds how long stop() waits for an idle connection
     server.set_read_timeout(5, 0);
     server.set_write_timeout(5, 0);
-    server.set_payload_max_length(1024 * 1024);
     server.set_tcp_nodelay(true);
+    ServerLimits limits;
+    limits.max_body_bytes = kMaxRequestBody;
+    guard = std::make_unique<ConnectionGuard>(limits);
+    guard->install(server, [this](httplib::Response& res) {
+      if (res.status == 413) {
+        set_error(res, 413,
+                  "The request body is larger than the " + std::to_string(kMaxRequestBody) +
+                      " bytes a key operation may have.");
+      } else {
+        set_error(res, res.status,
+                  "The request failed with HTTP " + std::to_string(res.status) + ".");
+      }
+    });
     server.set_exception_handler(
         [this](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
           set_error(res, 500, "The key vault emulator failed to process the request.");
@@ -576,6 +594,7 @@ struct KeyVaultServer::Impl {
                                std::to_string(wanted));
     }
     port = bound;
+    guard->watch(bound);
     auto finished = std::make_shared<std::atomic<bool>>(false);
     thread = std::thread([srv = fresh.get(), finished] {
       srv->listen_after_bind();
@@ -592,8 +611,11 @@ struct KeyVaultServer::Impl {
     if (!server) return;
     stop_signal.trigger();
     server->stop();
+    // A client still sending its request must not keep stop() waiting.
+    guard->release_waiting();
     if (thread.joinable()) thread.join();
     server.reset();
+    guard.reset();
   }
 
   const TokenLedger& ledger;
@@ -613,6 +635,7 @@ struct KeyVaultServer::Impl {
   std::atomic<std::int64_t> response_delay_ms;
 
   std::mutex lifecycle_mutex;
+  std::unique_ptr<ConnectionGuard> guard;  // outlives the server's threads
   std::unique_ptr<httplib::SSLServer> server;
   std::thread thread;
   std::atomic<int> port{0};

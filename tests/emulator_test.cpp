@@ -24,6 +24,7 @@
 
 #include "emulator.hpp"
 #include "faults.hpp"
+#include "slow_clients.hpp"
 
 namespace azkms::emulator {
 namespace {
@@ -1201,6 +1202,110 @@ TEST(EmulatorLifecycleTest, LogLinesNeverCarrySecrets) {
     EXPECT_THAT(line, Not(HasSubstr(emulator.federated_token())));
     for (const auto& token : tokens) EXPECT_THAT(line, Not(HasSubstr(token)));
   }
+}
+
+// ---- Hostile clients --------------------------------------------------------------------
+// People run the emulator on their machines: no local client may crash it, fill its
+// directories or keep it from serving everyone else.
+
+// The path each plain-HTTP endpoint serves (Service Fabric speaks TLS and is left out).
+std::vector<std::pair<Endpoint, std::string>> http_endpoint_paths(const Emulator& emulator) {
+  return {{Endpoint::kImds, kImdsPath},
+          {Endpoint::kAppService, "/msi/token"},
+          {Endpoint::kAppService2017, "/msi/token"},
+          {Endpoint::kAzureMl, "/msi/token"},
+          {Endpoint::kCloudShell, "/oauth2/token"},
+          {Endpoint::kAzureArc, kImdsPath},
+          {Endpoint::kWorkloadIdentity, workload_path(emulator)}};
+}
+
+TEST_F(EmulatorTest, ALargeBodyIsRefusedWith413AndServingGoesOn) {
+  const std::string large(8u << 20, 'a');
+  for (const auto& [endpoint, path] : http_endpoint_paths(emu())) {
+    SCOPED_TRACE(to_string(endpoint));
+    const Reply reply = post(emu(), endpoint, path, large);
+    expect_json_error(reply, 413);
+    EXPECT_EQ(reply.parsed().value("error", ""), "request_too_large");
+  }
+  // 64 KiB is over the cap too: no identity request comes near it.
+  expect_json_error(
+      post(emu(), Endpoint::kCloudShell, "/oauth2/token", std::string(64 * 1024 + 1, 'a')), 413);
+  EXPECT_EQ(imds(emu()).status, 200);
+  const auto env = emu().client_environment(Endpoint::kWorkloadIdentity);
+  EXPECT_EQ(post(emu(), Endpoint::kWorkloadIdentity, workload_path(emu()),
+                 workload_form(emu(), env.at("AZURE_CLIENT_ID"), emu().federated_token()))
+                .status,
+            200);
+}
+
+TEST(EmulatorArcKeyFiles, UnansweredChallengesLeaveABoundedNumberOfFiles) {
+  Emulator emulator;
+  emulator.start();
+  std::string last_path;
+  for (int i = 0; i < 2000; ++i) {
+    const ArcChallenge challenge = arc_challenge(emulator);
+    ASSERT_EQ(challenge.reply.status, 401) << "request " << i;
+    last_path = challenge.path;
+  }
+  const auto files =
+      std::distance(fs::directory_iterator(emulator.arc_key_directory()), fs::directory_iterator());
+  EXPECT_LE(files, 64) << "key files of unanswered challenges pile up";
+  EXPECT_GE(files, 1);
+  // The latest challenge can still be answered.
+  const Reply token =
+      get(emulator, Endpoint::kAzureArc,
+          kImdsPath + query({{"api-version", "2020-06-01"}, {"resource", kVault}}),
+          {{"Metadata", "true"}, {"Authorization", "Basic " + read_file(last_path)}});
+  EXPECT_EQ(token.status, 200) << token.body;
+}
+
+TEST_F(EmulatorTest, AnArcKeyFileIsRemovedOnceItsKeyIsUsed) {
+  const ArcChallenge challenge = arc_challenge(emu());
+  ASSERT_FALSE(challenge.path.empty());
+  const std::string key = read_file(challenge.path);
+  const std::string target =
+      kImdsPath + query({{"api-version", "2020-06-01"}, {"resource", kVault}});
+  const Reply token = get(emu(), Endpoint::kAzureArc, target,
+                          {{"Metadata", "true"}, {"Authorization", "Basic " + key}});
+  ASSERT_EQ(token.status, 200) << token.body;
+  EXPECT_FALSE(fs::exists(challenge.path)) << "the used key file stayed behind";
+  // The key itself stays good for a while: a client may resend its answer (libcurl does when a
+  // reused connection drops).
+  const Reply resent = get(emu(), Endpoint::kAzureArc, target,
+                           {{"Metadata", "true"}, {"Authorization", "Basic " + key}});
+  EXPECT_EQ(resent.status, 200) << resent.body;
+  EXPECT_THAT(emu().arc_keys_handed_out(), ::testing::Contains(key));
+}
+
+// The first line of a token request, then a header sent a byte at a time, forever.
+std::string slow_request_opening() {
+  return "GET " + kImdsPath + "?api-version=2018-02-01&resource=x HTTP/1.1\r\n" +
+         "Host: 127.0.0.1\r\nMetadata: true\r\nX-Slow: ";
+}
+
+TEST(EmulatorSlowClients, SixteenSlowClientsStarveNobody) {
+  Emulator emulator;
+  emulator.start();
+  testing::SlowClients slow(emulator.port(Endpoint::kImds), 16, slow_request_opening());
+  slow.wait_rounds(3);  // every slow connection is in, holding a worker
+  const Reply reply = imds(emulator);
+  EXPECT_TRUE(reply.ok) << "a request waited behind slow clients: "
+                        << httplib::to_string(reply.error);
+  EXPECT_EQ(reply.status, 200) << reply.body;
+  // They do not keep their connections either: the request deadline (10 s) ends them.
+  EXPECT_TRUE(slow.wait_all_closed(60s)) << slow.still_open() << " slow connections still open";
+}
+
+TEST(EmulatorSlowClients, StopDoesNotWaitForSlowClients) {
+  Emulator emulator;
+  emulator.start();
+  testing::SlowClients slow(emulator.port(Endpoint::kImds), 4, slow_request_opening());
+  slow.wait_rounds(3);
+  auto stopped = std::async(std::launch::async, [&] { emulator.stop(); });
+  const bool in_time = stopped.wait_for(30s) == std::future_status::ready;
+  EXPECT_TRUE(in_time) << "stop() waited for clients that never finish their request";
+  if (!in_time) slow.close();  // lets stop() finish after a failure
+  stopped.wait();
 }
 
 TEST(EmulatorLifecycleTest, RestartsOnNewPortsAndCleansUp) {

@@ -639,23 +639,8 @@ class Harness {
     return seen;
   }
 
-  // Every Azure Arc key file the emulator wrote so far: in its key directory, and the ones
-  // its faults put elsewhere (both under the emulator's temporary directory).
-  std::vector<std::string> arc_keys() const {
-    std::vector<std::string> keys;
-    const std::filesystem::path root =
-        std::filesystem::path(emulator_->arc_key_directory()).parent_path();
-    std::error_code ec;
-    for (auto it = std::filesystem::recursive_directory_iterator(root, ec);
-         !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
-      const auto parent = it->path().parent_path().filename();
-      if (!it->is_regular_file() || (parent != "arc-tokens" && parent != "elsewhere")) continue;
-      std::ifstream in(it->path(), std::ios::binary);
-      std::string contents((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      if (!contents.empty()) keys.push_back(std::move(contents));
-    }
-    return keys;
-  }
+  // The key of every Azure Arc challenge the emulator issued so far (their files go once used).
+  std::vector<std::string> arc_keys() const { return emulator_->arc_keys_handed_out(); }
 
  private:
   std::unique_ptr<emulator::Emulator> emulator_;

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -29,6 +30,7 @@
 
 #include "certificate_authority.hpp"
 #include "key_vault.hpp"
+#include "slow_clients.hpp"
 #include "token_ledger.hpp"
 
 namespace azkms::emulator {
@@ -804,6 +806,67 @@ TEST_F(KeyVaultEmulatorTest, RestartsOnTheSamePort) {
   vault_->start();
   EXPECT_EQ(vault_->port(), port);
   EXPECT_EQ(wrap("data-key", random_bytes(32)).status, 200);
+}
+
+// ---- Hostile clients ------------------------------------------------------------------------
+// Any local process can connect to the emulator: none may crash it or keep it from serving.
+
+TEST_F(KeyVaultEmulatorTest, ALargeBodyIsRefusedWith413AndServingGoesOn) {
+  // A wrapkey body is a few hundred bytes; 256 KiB and 8 MiB are both refused unread.
+  for (const std::size_t size : {std::size_t{256} << 10, std::size_t{8} << 20}) {
+    SCOPED_TRACE(size);
+    Call call;
+    call.url = vault_->url() + "/keys/data-key/wrapkey?api-version=7.1";
+    call.body = std::string(size, 'a');
+    call.ca_file = vault_->ca_file();
+    call.headers = {"Content-Type: application/json", "Authorization: Bearer " + token_};
+    const Reply reply = perform(call);
+    EXPECT_EQ(reply.status, 413) << reply.error;
+    EXPECT_EQ(reply.header("content-type").rfind("application/json", 0), 0u);
+    EXPECT_EQ(error_code(reply), "RequestEntityTooLarge") << reply.body;
+  }
+  EXPECT_EQ(wrap("data-key", random_bytes(32)).status, 200);
+}
+
+// A TLS record header announcing 16 KiB of handshake, then its bytes one at a time: the TLS
+// form of a request that never finishes.
+const std::string kSlowTlsOpening("\x16\x03\x01\x40\x00", 5);
+
+Reply wrap_with(const KeyVaultServer& vault, const std::string& token) {
+  Call call;
+  call.url = vault.url() + "/keys/data-key/wrapkey?api-version=7.1";
+  call.body = json{{"alg", "RSA-OAEP-256"}, {"value", b64url(random_bytes(32))}}.dump();
+  call.ca_file = vault.ca_file();
+  call.headers = {"Content-Type: application/json", "Authorization: Bearer " + token};
+  return perform(call);
+}
+
+TEST(KeyVaultEmulatorSlowClients, SixteenSlowClientsStarveNobody) {
+  TokenLedger ledger;
+  KeyVaultOptions options;
+  options.keys = {"data-key"};
+  KeyVaultServer vault(ledger, options);
+  vault.start();
+  testing::SlowClients slow(vault.port(), 16, kSlowTlsOpening, '\0');
+  slow.wait_rounds(3);  // every slow connection is in, holding a worker
+  const Reply reply = wrap_with(vault, ledger.issue("client-a", kVault, 1h));
+  EXPECT_EQ(reply.code, CURLE_OK) << "a request waited behind slow clients: " << reply.error;
+  EXPECT_EQ(reply.status, 200) << reply.body;
+  // They do not keep their connections either: the request deadline (10 s) ends them.
+  EXPECT_TRUE(slow.wait_all_closed(60s)) << slow.still_open() << " slow connections still open";
+}
+
+TEST(KeyVaultEmulatorSlowClients, StopDoesNotWaitForSlowClients) {
+  TokenLedger ledger;
+  KeyVaultServer vault(ledger);
+  vault.start();
+  testing::SlowClients slow(vault.port(), 4, kSlowTlsOpening, '\0');
+  slow.wait_rounds(3);
+  auto stopped = std::async(std::launch::async, [&] { vault.stop(); });
+  const bool in_time = stopped.wait_for(30s) == std::future_status::ready;
+  EXPECT_TRUE(in_time) << "stop() waited for clients that never finish their request";
+  if (!in_time) slow.close();  // lets stop() finish after a failure
+  stopped.wait();
 }
 
 }  // namespace

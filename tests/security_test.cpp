@@ -1,6 +1,10 @@
 // Security properties, each with a test that fails when the property breaks:
 //  - Azure Arc key files outside the key directory, not named *.key, over 4096 bytes (or not
 //    regular files) are refused without being read: inotify shows the file never opened;
+//  - no file azkms reads can block it: a FIFO, a link to one, a directory or an oversized file
+//    as the federated token file, the provider configuration or the key vault file is a typed
+//    error at once (also through `azkms token`), and an Arc key file swapped for a FIFO after
+//    the check never hangs a fetch;
 //  - a Service Fabric endpoint presenting a certificate with another thumbprint is refused,
 //    also on a connection that a correctly pinned request has just used;
 //  - TLS to Key Vault is always verified (untrusted anchors, wrong host names and protocol
@@ -9,16 +13,25 @@
 //  - no request to an identity endpoint follows a redirect, whatever the status;
 //  - secrets sent to identity endpoints are marked sensitive and never described;
 //  - response bodies over the cap are cut off while streaming.
+#include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <spawn.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <mutex>
+#include <optional>
 #include <regex>
 #include <set>
 #include <string>
@@ -49,6 +62,7 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 using ::testing::HasSubstr;
 using ::testing::Not;
+using namespace std::chrono_literals;
 
 Deadline in_seconds(int n) { return std::chrono::steady_clock::now() + seconds{n}; }
 
@@ -227,6 +241,291 @@ TEST(ArcKeyFilesEndToEnd, TheEmulatorsFaultyKeyFilesEarnNoToken) {
       EXPECT_THAT(error.what(), HasSubstr("not read"));
     }
     EXPECT_EQ(harness.emu().tokens_issued(Endpoint::kAzureArc), issued);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile files: a FIFO, a link, a directory or an oversized file where azkms expects a small
+// regular file. Reading one must end at once with a typed error, never block: a FIFO opened
+// without O_NONBLOCK waits for a writer forever, whatever the caller's deadline.
+
+constexpr seconds kHangLimit{30};  // generous: every read here should end in milliseconds
+
+// Runs `work` on a thread and waits up to `limit` for it. Returns false when it did not finish
+// in time, after calling `unblock` until it did, so that a hang fails the test instead of
+// hanging the suite.
+bool finishes_within(seconds limit, const std::function<void()>& work,
+                     const std::function<void()>& unblock) {
+  std::atomic<bool> done{false};
+  std::thread worker([&] {
+    work();
+    done = true;
+  });
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (!done && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(10ms);
+  const bool in_time = done;
+  while (!done) {
+    unblock();
+    std::this_thread::sleep_for(10ms);
+  }
+  worker.join();
+  return in_time;
+}
+
+// Lets a reader blocked in open() of this FIFO go on (it then reads end of file).
+void release_fifo(const fs::path& fifo) {
+  const int fd = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd >= 0) ::close(fd);
+}
+
+// An HTTP client that records requests and answers every one with a token.
+class TokenEverywhere final : public HttpClient {
+ public:
+  HttpResponse send(const HttpRequest& request, const HttpOptions&) override {
+    std::lock_guard lock(mutex_);
+    bodies_.push_back(request.body);
+    return HttpResponse{200, {}, R"({"access_token":"tok","expires_in":"3599"})"};
+  }
+  std::vector<std::string> bodies() {
+    std::lock_guard lock(mutex_);
+    return bodies_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::string> bodies_;
+};
+
+class HostileFiles : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = testing::make_temp_dir("azkms-hostile-files");
+    ASSERT_EQ(::mkfifo((dir_ / "fifo").c_str(), 0600), 0);
+    fs::create_symlink(dir_ / "fifo", dir_ / "link-to-fifo");
+    fs::create_directories(dir_ / "directory");
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  // A sparse file of `size` bytes: over a reader's cap without writing megabytes.
+  fs::path oversized(std::uintmax_t size) {
+    const fs::path path = dir_ / "oversized";
+    write_file(path, "{}");
+    fs::resize_file(path, size);
+    return path;
+  }
+
+  struct Case {
+    fs::path path;
+    const char* says;
+  };
+  std::vector<Case> hostile_cases(std::uintmax_t cap) {
+    return {{dir_ / "fifo", "it is a FIFO (named pipe), not a regular file"},
+            {dir_ / "link-to-fifo", "it is a FIFO (named pipe), not a regular file"},
+            {dir_ / "directory", "it is a directory, not a regular file"},
+            {oversized(cap + 1), "bytes, more than the"}};
+  }
+
+  // Runs `read` on each hostile path; each must throw `code` saying `says`, in time.
+  void expect_refused(std::uintmax_t cap, ErrorCode code,
+                      const std::function<void(const fs::path&)>& read) {
+    for (const auto& test : hostile_cases(cap)) {
+      SCOPED_TRACE(test.path.filename().string());
+      std::optional<Error> error;
+      const bool in_time = finishes_within(
+          kHangLimit,
+          [&] {
+            try {
+              read(test.path);
+            } catch (const Error& e) {
+              error = e;
+            }
+          },
+          [&] { release_fifo(dir_ / "fifo"); });
+      EXPECT_TRUE(in_time) << "reading blocked (the file was opened as a FIFO)";
+      ASSERT_TRUE(error.has_value()) << "accepted";
+      EXPECT_EQ(error->code(), code) << error->what();
+      EXPECT_THAT(error->what(), HasSubstr(test.says));
+      EXPECT_THAT(error->what(), HasSubstr(test.path.filename().string()));
+    }
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(HostileFiles, TheFederatedTokenFileMustBeARegularFile) {
+  auto http = std::make_shared<TokenEverywhere>();
+  expect_refused(64 * 1024, ErrorCode::kConfiguration, [&](const fs::path& path) {
+    SourceContext context;
+    context.http = http;
+    context.retry_policy = RetryPolicy::no_retries();
+    auto source = make_source(MapEnvironment({{"AZURE_FEDERATED_TOKEN_FILE", path.string()},
+                                              {"AZURE_CLIENT_ID", "app-client-id"},
+                                              {"AZURE_TENANT_ID", "tenant-1"},
+                                              {"AZURE_AUTHORITY_HOST", "http://127.0.0.1:9/"}}),
+                              SourceKind::kWorkloadIdentity, context);
+    source->fetch({}, in_seconds(10));
+  });
+  EXPECT_TRUE(http->bodies().empty()) << "a refused file was sent";
+}
+
+// The control: the kubelet projects the token as a link into a "..data" directory link, and a
+// link to a regular file is read.
+TEST_F(HostileFiles, TheFederatedTokenIsReadThroughTheKubeletsLinks) {
+  fs::create_directories(dir_ / "..2024_01_01_00_00_00.1");
+  write_file(dir_ / "..2024_01_01_00_00_00.1" / "azure-identity-token", "header.payload.sig\n");
+  fs::create_directory_symlink("..2024_01_01_00_00_00.1", dir_ / "..data");
+  fs::create_symlink("..data/azure-identity-token", dir_ / "azure-identity-token");
+  auto http = std::make_shared<TokenEverywhere>();
+  SourceContext context;
+  context.http = http;
+  auto source = make_source(
+      MapEnvironment({{"AZURE_FEDERATED_TOKEN_FILE", (dir_ / "azure-identity-token").string()},
+                      {"AZURE_CLIENT_ID", "app-client-id"},
+                      {"AZURE_TENANT_ID", "tenant-1"},
+                      {"AZURE_AUTHORITY_HOST", "http://127.0.0.1:9/"}}),
+      SourceKind::kWorkloadIdentity, context);
+  source->fetch({}, in_seconds(10));
+  ASSERT_EQ(http->bodies().size(), 1u);
+  EXPECT_THAT(http->bodies()[0], HasSubstr("client_assertion=header.payload.sig&"));
+}
+
+TEST_F(HostileFiles, TheProviderConfigurationMustBeARegularFile) {
+  expect_refused(1024 * 1024, ErrorCode::kConfiguration,
+                 [](const fs::path& path) { (void)KmsProviders::from_file(path); });
+  // Through a link (a Kubernetes ConfigMap), a regular file is read.
+  write_file(dir_ / "kms.json", R"({"providers": {"azure": {"source": "imds"}}})");
+  fs::create_symlink(dir_ / "kms.json", dir_ / "link.json");
+  EXPECT_EQ(KmsProviders::from_file(dir_ / "link.json").names(), std::vector<std::string>{"azure"});
+}
+
+TEST_F(HostileFiles, TheKeyVaultFileMustBeARegularFile) {
+  expect_refused(16 * 1024 * 1024, ErrorCode::kKeyVault, [](const fs::path& path) {
+    FileKeyVault vault(path);
+    (void)vault.find(KeyQuery{}, in_seconds(10));
+  });
+}
+
+// The command line: `azkms token` with the FIFO as its token file ends with the configuration
+// error, within --timeout-ms (the read used to block before any deadline applied).
+TEST_F(HostileFiles, TheCommandLineDoesNotHangOnAFifo) {
+  const fs::path cli = fs::read_symlink("/proc/self/exe").parent_path() / "azkms";
+  if (!fs::exists(cli)) GTEST_FAIL() << "the command-line program is not built at " << cli;
+  int err[2];
+  ASSERT_EQ(::pipe2(err, O_CLOEXEC), 0);
+  const std::vector<std::string> env_strings{
+      "PATH=/usr/bin:/bin", "AZURE_FEDERATED_TOKEN_FILE=" + (dir_ / "fifo").string(),
+      "AZURE_CLIENT_ID=app-client-id", "AZURE_TENANT_ID=tenant-1",
+      // Never reached: the file is refused first. Loopback all the same.
+      "AZURE_AUTHORITY_HOST=http://127.0.0.1:9/"};
+  const std::vector<std::string> arg_strings{cli.string(),        "token",        "--source",
+                                             "workload-identity", "--timeout-ms", "3000"};
+  std::vector<char*> env;
+  std::vector<char*> argv;
+  for (const auto& s : env_strings) env.push_back(const_cast<char*>(s.c_str()));
+  for (const auto& s : arg_strings) argv.push_back(const_cast<char*>(s.c_str()));
+  env.push_back(nullptr);
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, err[1], STDERR_FILENO);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+  pid_t child = -1;
+  const int spawned =
+      ::posix_spawn(&child, cli.c_str(), &actions, nullptr, argv.data(), env.data());
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(err[1]);
+  ASSERT_EQ(spawned, 0);
+
+  int status = 0;
+  const bool in_time = finishes_within(
+      kHangLimit,
+      [&] {
+        while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+        }
+      },
+      [&] { ::kill(child, SIGKILL); });
+  std::string stderr_text;
+  char buffer[4096];
+  for (ssize_t n; (n = ::read(err[0], buffer, sizeof(buffer))) > 0;) stderr_text.append(buffer, n);
+  ::close(err[0]);
+  EXPECT_TRUE(in_time) << "azkms token blocked on the FIFO past --timeout-ms";
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_NE(WEXITSTATUS(status), 0);
+  EXPECT_THAT(stderr_text, HasSubstr("AZURE_FEDERATED_TOKEN_FILE"));
+  EXPECT_THAT(stderr_text, HasSubstr("not a regular file"));
+}
+
+// The Arc key file swapped for a FIFO between the source's check and its open (by whoever can
+// write in the key directory): the open must not block. A thread swaps the file back and forth
+// while the source answers challenges; every fetch ends, with the key or a refusal.
+TEST_F(ArcKeyFiles, AKeySwappedForAFifoNeverHangsTheFetch) {
+  const fs::path race = dir_ / "race.key";
+  const fs::path other = dir_ / "other";
+  const std::string key = "race-key-contents-5e6f7a";
+  write_file(race, key);
+  ASSERT_EQ(::mkfifo(other.c_str(), 0600), 0);
+
+  // One renameat2 exchanges the two names atomically: the key file and the FIFO trade places
+  // as fast as the kernel allows, and the FIFO is always under one of the two names.
+  std::atomic<bool> stop{false};
+  std::atomic<long> swaps{0};
+  std::thread swapper([&] {
+    while (!stop) {
+      if (::renameat2(AT_FDCWD, race.c_str(), AT_FDCWD, other.c_str(), RENAME_EXCHANGE) != 0) {
+        ADD_FAILURE() << "renameat2: " << std::strerror(errno);
+        return;
+      }
+      ++swaps;
+    }
+  });
+  const auto release = [&] {
+    stop = true;
+    release_fifo(race);
+    release_fifo(other);
+  };
+
+  // At least this many fetches and swaps (the swapper may start late on a loaded machine), and
+  // until both outcomes were seen, for at most 20 s: the old check-then-open blocked within a
+  // few thousand fetches.
+  constexpr int kFetches = 5000;
+  constexpr long kSwaps = 200'000;
+  int read_key = 0;
+  int refused = 0;
+  std::vector<std::string> other_errors;
+  auto agent = std::make_shared<ArcAgent>(race.string());
+  auto arc = source(agent);
+  const bool in_time = finishes_within(
+      seconds{60},
+      [&] {
+        const auto until = std::chrono::steady_clock::now() + 20s;
+        const auto enough = [&] {
+          return read_key + refused + static_cast<int>(other_errors.size()) >= kFetches &&
+                 swaps >= kSwaps && read_key > 0 && refused > 0;
+        };
+        while (!enough() && std::chrono::steady_clock::now() < until) {
+          try {
+            arc->fetch({}, in_seconds(10));
+            ++read_key;
+          } catch (const Error& error) {
+            if (error.code() == ErrorCode::kArcChallenge &&
+                std::string(error.what()).find("not a regular file") != std::string::npos) {
+              ++refused;
+            } else {
+              other_errors.emplace_back(error.what());
+            }
+          }
+        }
+      },
+      release);
+  stop = true;
+  swapper.join();
+
+  EXPECT_TRUE(in_time) << "a fetch blocked opening the FIFO swapped in for the key file";
+  EXPECT_TRUE(other_errors.empty()) << ::testing::PrintToString(other_errors);
+  EXPECT_GT(read_key, 0) << "the swaps never let a fetch read the key";
+  EXPECT_GT(refused, 0) << "the swaps never put the FIFO in a fetch's way";
+  if (read_key > 0) {
+    EXPECT_EQ(agent->answered_with, "Basic " + key);
   }
 }
 

@@ -13,13 +13,13 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <random>
 #include <sstream>
 #include <thread>
 
 #include "azkms/error.hpp"
 #include "azkms/key_vault.hpp"
+#include "file_reader.hpp"
 
 namespace azkms {
 namespace {
@@ -28,6 +28,9 @@ namespace fs = std::filesystem;
 
 constexpr const char* kFormatField = "azkmsKeyVault";
 constexpr std::int32_t kFormatVersion = 1;
+// A data key document takes under 1 KiB: this is tens of thousands of keys, far beyond what
+// a file store is for (see the note at the top), and a bound on what one read may allocate.
+constexpr std::size_t kMaxStoreBytes = 16 * 1024 * 1024;
 
 Error io_error(const std::string& what, const fs::path& path, int err) {
   return Error(ErrorCode::kKeyVault, what + " " + path.string() + ": " + std::strerror(err));
@@ -168,6 +171,22 @@ std::string random_suffix() {
   return out.str();
 }
 
+// Every key in the store at `path`; an absent file is an empty store. The file is only ever
+// replaced by rename, never removed: once it exists, it stays. Links are followed (a read-only
+// store may be mounted from a Kubernetes Secret), but what they lead to must be a regular file
+// of a sane size: a FIFO or a device in its place must not hang or flood the caller.
+std::vector<BsonDocument> read_store(const fs::path& path, std::optional<Deadline> deadline) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return {};
+  FileReadRules rules;
+  rules.what = "key vault file";
+  rules.code = ErrorCode::kKeyVault;
+  rules.max_bytes = kMaxStoreBytes;
+  rules.follow_links = true;
+  rules.deadline = deadline;
+  return parse_store(read_regular_file(path.string(), rules), path);
+}
+
 }  // namespace
 
 FileKeyVault::FileKeyVault(fs::path path, FileKeyVaultOptions options)
@@ -183,21 +202,11 @@ FileKeyVault::FileKeyVault(fs::path path, FileKeyVaultOptions options)
 
 std::string FileKeyVault::describe() const { return "file " + path_.string(); }
 
-std::vector<BsonDocument> FileKeyVault::all() const {
-  // The file is only ever replaced by rename, never removed: once it exists, it stays.
-  std::error_code ec;
-  if (!fs::exists(path_, ec)) return {};
-  std::ifstream in(path_, std::ios::binary);
-  if (!in) throw io_error("cannot open key vault file", path_, errno);
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) throw io_error("cannot read key vault file", path_, errno);
-  return parse_store(text.str(), path_);
-}
+std::vector<BsonDocument> FileKeyVault::all() const { return read_store(path_, std::nullopt); }
 
-std::vector<BsonDocument> FileKeyVault::find(const KeyQuery& query, Deadline /*deadline*/) {
+std::vector<BsonDocument> FileKeyVault::find(const KeyQuery& query, Deadline deadline) {
   std::vector<BsonDocument> found;
-  for (auto& key : all()) {
+  for (auto& key : read_store(path_, deadline)) {
     if (query.matches(key)) found.push_back(std::move(key));
   }
   return found;
@@ -217,7 +226,7 @@ void FileKeyVault::insert(const BsonDocument& key_document, Deadline deadline) {
     if (entry.path().filename().string().starts_with(prefix)) fs::remove(entry.path(), ec);
   }
 
-  std::vector<BsonDocument> keys = all();
+  std::vector<BsonDocument> keys = read_store(path_, deadline);
   for (const auto& existing : keys) {
     if (DataKeyId::of(existing) == id) {
       throw Error(ErrorCode::kKeyVault,

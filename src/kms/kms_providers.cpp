@@ -4,14 +4,13 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
-#include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <shared_mutex>
-#include <sstream>
 
 #include "azkms/detect.hpp"
 #include "azkms/error.hpp"
+#include "file_reader.hpp"
 #include "kms/token_provider.hpp"
 
 namespace azkms {
@@ -341,6 +340,9 @@ KmsProvidersDocument KmsProviders::credentials(std::initializer_list<std::string
 
 namespace {
 
+// A provider configuration is a few hundred bytes; anything near this is not one.
+constexpr std::size_t kMaxConfigBytes = 1024 * 1024;
+
 const char* type_name(const json& value) { return value.type_name(); }
 
 std::string string_field(const json& object, const char* field, const std::string& where) {
@@ -482,11 +484,14 @@ KmsProviders KmsProviders::from_json(std::string_view text, KmsProvidersOptions 
 
 KmsProviders KmsProviders::from_file(const std::filesystem::path& path,
                                      KmsProvidersOptions options) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw config_error("cannot read KMS provider configuration " + path.string());
-  std::ostringstream text;
-  text << in.rdbuf();
-  return from_json(text.str(), std::move(options), path.string());
+  // Links are followed: Kubernetes mounts a ConfigMap's files as symbolic links.
+  FileReadRules rules;
+  rules.what = "KMS provider configuration";
+  rules.code = ErrorCode::kConfiguration;
+  rules.max_bytes = kMaxConfigBytes;
+  rules.follow_links = true;
+  const std::string text = read_regular_file(path.string(), rules);
+  return from_json(text, std::move(options), path.string());
 }
 
 }  // namespace azkms

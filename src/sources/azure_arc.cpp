@@ -6,17 +6,14 @@
 // for why the path is checked as it is and why only the system-assigned identity is offered.
 #include "azkms/sources/azure_arc.hpp"
 
-#include <fcntl.h>
 #include <openssl/crypto.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
-#include <cerrno>
-#include <cstring>
 #include <filesystem>
 
+#include "azkms/token_response.hpp"
+#include "file_reader.hpp"
 #include "redaction.hpp"
 #include "sources/common.hpp"
 #include "sources/registry.hpp"
@@ -33,20 +30,6 @@ std::string_view trim(std::string_view text) {
   while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
   return text;
 }
-
-class FileDescriptor {
- public:
-  explicit FileDescriptor(int fd) : fd_(fd) {}
-  ~FileDescriptor() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  FileDescriptor(const FileDescriptor&) = delete;
-  FileDescriptor& operator=(const FileDescriptor&) = delete;
-  [[nodiscard]] int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 class AzureArcSource final : public HttpTokenSource {
  public:
@@ -84,7 +67,7 @@ class AzureArcSource final : public HttpTokenSource {
                        "Connected Machine agent?");
     }
     const std::string key_path = checked_key_path(*challenge);
-    Secret key = read_key_file(key_path);
+    Secret key = read_key_file(key_path, started + options.timeout);
     // From here on, nothing this fetch says may quote the key, whatever the agent answers.
     redact_from_now_on(key.reveal());
 
@@ -175,62 +158,23 @@ class AzureArcSource final : public HttpTokenSource {
     return (std::filesystem::path(key_directory_) / name).string();
   }
 
-  // Reads the key file after checking, without following links, that it is a regular file of
-  // at most 4096 bytes.
-  [[nodiscard]] Secret read_key_file(const std::string& path) const {
-    struct stat before {};
-    if (::lstat(path.c_str(), &before) != 0) {
-      throw make_error(ErrorCode::kArcChallenge, "cannot find the challenge's key file " + path +
-                                                     ": " + std::strerror(errno));
-    }
-    if (!S_ISREG(before.st_mode)) {
-      throw make_error(ErrorCode::kArcChallenge, "refused the challenge's key file " + path +
-                                                     ": not a regular file (the file was not "
-                                                     "read)");
-    }
-    if (static_cast<std::size_t>(before.st_size) > kMaxKeyBytes) {
-      throw make_error(ErrorCode::kArcChallenge, "refused the challenge's key file " + path + ": " +
-                                                     std::to_string(before.st_size) +
-                                                     " bytes, more than the " +
-                                                     std::to_string(kMaxKeyBytes) +
-                                                     " a key may have (the file was not "
-                                                     "read)");
-    }
-    FileDescriptor fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-    if (fd.get() < 0) {
+  // Reads the key file within the attempt's time. The path came from the network: a link is
+  // never followed, and what was opened must be a regular file of at most 4096 bytes (the file
+  // may be swapped for a FIFO or a link between any check and the open).
+  [[nodiscard]] Secret read_key_file(const std::string& path, Deadline deadline) const {
+    FileReadRules rules;
+    rules.what = "the challenge's key file";
+    rules.code = ErrorCode::kArcChallenge;
+    rules.max_bytes = kMaxKeyBytes;
+    rules.follow_links = false;
+    rules.open_hint = "reading it needs root or membership in the himds group";
+    rules.deadline = deadline;
+    rules.clock = &clock();
+    Secret key(read_regular_file(path, rules));
+    if (key.empty()) {
       throw make_error(ErrorCode::kArcChallenge,
-                       "cannot open the challenge's key file " + path + ": " +
-                           std::strerror(errno) +
-                           " (reading it needs root or membership in the himds group)");
+                       "refused the challenge's key file " + path + ": it is empty");
     }
-    // The file may have been swapped between the check and the open: check what was opened.
-    struct stat opened {};
-    if (::fstat(fd.get(), &opened) != 0 || !S_ISREG(opened.st_mode) ||
-        static_cast<std::size_t>(opened.st_size) > kMaxKeyBytes) {
-      throw make_error(ErrorCode::kArcChallenge, "refused the challenge's key file " + path +
-                                                     ": it changed while being opened");
-    }
-    std::string contents(kMaxKeyBytes + 1, '\0');
-    std::size_t total = 0;
-    while (total < contents.size()) {
-      const ssize_t n = ::read(fd.get(), contents.data() + total, contents.size() - total);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        OPENSSL_cleanse(contents.data(), contents.size());
-        throw make_error(ErrorCode::kArcChallenge, "cannot read the challenge's key file " + path +
-                                                       ": " + std::strerror(errno));
-      }
-      if (n == 0) break;
-      total += static_cast<std::size_t>(n);
-    }
-    if (total > kMaxKeyBytes || total == 0) {
-      OPENSSL_cleanse(contents.data(), contents.size());
-      throw make_error(ErrorCode::kArcChallenge,
-                       "refused the challenge's key file " + path +
-                           (total == 0 ? ": it is empty" : ": it grew past 4096 bytes"));
-    }
-    Secret key(contents.substr(0, total));
-    OPENSSL_cleanse(contents.data(), contents.size());
     return key;
   }
 

@@ -9,9 +9,9 @@
 // and resource ids have no meaning here and are refused.
 #include <algorithm>
 #include <cctype>
-#include <fstream>
-#include <iterator>
 
+#include "azkms/token_response.hpp"
+#include "file_reader.hpp"
 #include "redaction.hpp"
 #include "sources/common.hpp"
 #include "sources/registry.hpp"
@@ -99,21 +99,22 @@ class WorkloadIdentitySource final : public HttpTokenSource {
   }
 
  private:
+  // The kubelet projects the token as a symbolic link into a "..data" directory that it swaps
+  // on rotation, so links are followed; what they lead to must be a regular file of at most
+  // 64 KiB (a FIFO or a device there must not hang or flood the fetch).
   [[nodiscard]] Secret read_assertion() const {
-    std::ifstream file(token_file_, std::ios::binary);
-    if (!file) {
-      throw make_error(ErrorCode::kConfiguration,
-                       "cannot read AZURE_FEDERATED_TOKEN_FILE " + token_file_ +
-                           ": check that the service account token is projected into the pod");
-    }
+    FileReadRules rules;
+    rules.what = kFederatedTokenFile;
+    rules.code = ErrorCode::kConfiguration;
+    rules.max_bytes = kMaxAssertionBytes;
+    rules.follow_links = true;
+    rules.open_hint = "check that the service account token is projected into the pod";
     std::string contents;
-    contents.resize(kMaxAssertionBytes + 1);
-    file.read(contents.data(), static_cast<std::streamsize>(contents.size()));
-    contents.resize(static_cast<std::size_t>(file.gcount()));
-    if (contents.size() > kMaxAssertionBytes) {
-      throw make_error(ErrorCode::kConfiguration,
-                       "AZURE_FEDERATED_TOKEN_FILE " + token_file_ +
-                           " is larger than a service account token can be (64 KiB)");
+    try {
+      contents = read_regular_file(token_file_, rules);
+    } catch (Error& error) {
+      error.with_source(name()).with_endpoint(endpoint());
+      throw;
     }
     while (!contents.empty() && std::isspace(static_cast<unsigned char>(contents.back()))) {
       contents.pop_back();
