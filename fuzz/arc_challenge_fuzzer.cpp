@@ -10,7 +10,11 @@
 //   plain.txt   right size, wrong name;
 //   link.key    a symbolic link to a file outside the directory;
 //   sub/x.key   a key in a subdirectory;
-// and a file outside the directory (outside.key) holds another secret.
+//   pipe.key    a FIFO (opening it for reading would wait for a writer for ever);
+//   fifo-link.key  a symbolic link to pipe.key;
+//   dir.key     a directory;
+// and a file outside the directory (outside.key) holds another secret. A realm naming the
+// FIFO must end like any other refusal: libFuzzer's -timeout reports a hang.
 // Checks beyond "no crash, no sanitizer report":
 // - fetch() returns a token or throws azkms::Error (never another exception);
 // - when a second request is sent, its Authorization header is exactly
@@ -66,6 +70,13 @@ void prepare_directory() {
   if (::symlink((kRoot + "/outside.key").c_str(), (kDirectory + "/link.key").c_str()) != 0) {
     fail("cannot create the symbolic link");
   }
+  ::unlink((kDirectory + "/pipe.key").c_str());
+  if (::mkfifo((kDirectory + "/pipe.key").c_str(), 0600) != 0) fail("cannot create the FIFO");
+  ::unlink((kDirectory + "/fifo-link.key").c_str());
+  if (::symlink((kDirectory + "/pipe.key").c_str(), (kDirectory + "/fifo-link.key").c_str()) != 0) {
+    fail("cannot create the link to the FIFO");
+  }
+  ::mkdir((kDirectory + "/dir.key").c_str(), 0700);
 }
 
 class ChallengeClient final : public azkms::HttpClient {

@@ -2,6 +2,7 @@
 #include <exception>
 
 #include "azkms/source.hpp"
+#include "azkms/token_response.hpp"
 #include "redaction.hpp"
 
 namespace azkms {

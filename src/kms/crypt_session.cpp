@@ -24,6 +24,8 @@ extern "C" {
 
 #include "azkms/error.hpp"
 #include "azkms/log.hpp"
+#include "azkms/token_response.hpp"
+#include "kms/kms_http.hpp"
 #include "redaction.hpp"
 
 namespace azkms {
@@ -238,68 +240,6 @@ BsonValue value_of(const BinaryOut& out) {
 BsonValue finish_value(const BinaryOut* out) {
   if (out == nullptr) throw_no_value();
   return value_of(*out);
-}
-
-// libmongocrypt's request bytes as an HttpRequest. Host, Content-Length and Connection are left
-// to libcurl, which derives them from the URL and body (and keeps the connection for reuse).
-HttpRequest parse_kms_request(std::string_view bytes, const std::string& endpoint) {
-  const auto head_end = bytes.find("\r\n\r\n");
-  if (head_end == std::string_view::npos) {
-    throw Error(ErrorCode::kKms, "libmongocrypt built a Key Vault request without a header end");
-  }
-  std::string_view head = bytes.substr(0, head_end);
-  HttpRequest request;
-  request.body = std::string(bytes.substr(head_end + 4));
-
-  auto next_line = [&head]() {
-    const auto eol = head.find("\r\n");
-    std::string_view line = head.substr(0, eol);
-    head = eol == std::string_view::npos ? std::string_view() : head.substr(eol + 2);
-    return line;
-  };
-  const std::string_view request_line = next_line();
-  const auto space1 = request_line.find(' ');
-  const auto space2 = request_line.rfind(' ');
-  if (space1 == std::string_view::npos || space2 <= space1) {
-    throw Error(ErrorCode::kKms, "libmongocrypt built a Key Vault request with no request line");
-  }
-  request.method = std::string(request_line.substr(0, space1));
-  request.url =
-      "https://" + endpoint + std::string(request_line.substr(space1 + 1, space2 - space1 - 1));
-
-  while (!head.empty()) {
-    const std::string_view line = next_line();
-    const auto colon = line.find(':');
-    if (colon == std::string_view::npos) continue;
-    std::string name(line.substr(0, colon));
-    std::string_view value = line.substr(colon + 1);
-    while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
-    std::string lower = name;
-    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (lower == "host" || lower == "content-length" || lower == "connection") continue;
-    request.headers.push_back({name, std::string(value), lower == "authorization"});
-  }
-  return request;
-}
-
-// The response as libmongocrypt's HTTP parser expects it.
-std::string kms_response_bytes(const HttpResponse& response) {
-  std::string bytes = "HTTP/1.1 " + std::to_string(response.status) + " OK\r\n";
-  bytes += "Content-Type: application/json\r\n";
-  bytes += "Content-Length: " + std::to_string(response.body.size()) + "\r\n\r\n";
-  bytes += response.body;
-  return bytes;
-}
-
-// The Key Vault error code ({"error": {"code": "Forbidden", ...}}), stable and short.
-std::string key_vault_error_code(const std::string& body) {
-  auto json = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (!json.is_object()) return {};
-  auto error = json.find("error");
-  if (error == json.end() || !error->is_object()) return {};
-  auto code = error->find("code");
-  if (code == error->end() || !code->is_string()) return {};
-  return safe_excerpt(code->get<std::string>(), 64);
 }
 
 std::string url_without_query(const std::string& url) { return url.substr(0, url.find('?')); }
