@@ -95,7 +95,7 @@ deb_tree="$deb_root/azkms-${version%-*}"
 rm -rf "$deb_root"
 mkdir -p "$deb_tree"
 git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$deb_tree"
-(cd "$deb_tree" && DEB_BUILD_OPTIONS="nocheck parallel=$jobs" dpkg-buildpackage -b -us -uc >"$deb_root/build.log" 2>&1) ||
+(cd "$deb_tree" && DEB_BUILD_OPTIONS="nocheck noautodbgsym parallel=$jobs" dpkg-buildpackage -b -us -uc >"$deb_root/build.log" 2>&1) ||
   { tail -50 "$deb_root/build.log"; exit 1; }
 ls "$deb_root"/*.deb
 changes=$(ls "$deb_root"/*.changes)
