@@ -65,7 +65,8 @@ struct HttpClientStats {
   std::uint64_t connections_opened = 0;  // new TCP connections (the rest were reused)
 };
 
-// Thrown errors: ErrorCode::kTimeout, kConnection, kTls, kRedirect, kResponseTooLarge, and
+// Thrown errors: ErrorCode::kTimeout, kConnection, kTls, kRedirect, kResponseTooLarge (also
+// for headers over the limits), kMalformedResponse (an answer that is not HTTP at all), and
 // kConfiguration for a request that cannot be sent as given (bad URL, scheme other than
 // http/https, a header value with a line break, a malformed pin, a pin on plain http).
 // Any HTTP status other than a redirect is a response, not an error: policy belongs to the

@@ -18,6 +18,8 @@
 //   only the host name check is off, because the cluster certificate rarely names the node.
 //   Pinned exchanges never reuse a connection or a TLS session: a resumed session skips the
 //   certificate, and another request pinned to another thumbprint must not inherit this one.
+// - Header sizes: libcurl refuses one header line over 100 KiB (as "out of memory"); the header
+//   callback caps the total, which libcurl 7.x does not.
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <openssl/evp.h>
@@ -46,6 +48,9 @@ namespace azkms {
 namespace {
 
 constexpr std::size_t kMaxIdleHandles = 16;
+// All header lines of one answer together. Identity endpoints and Key Vault send a few hundred
+// bytes of headers; libcurl 7.x limits each line (100 KiB) but not how many lines come.
+constexpr std::size_t kMaxHeaderBytes = 64u * 1024;
 
 int ssl_ctx_ex_index() {
   static const int index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
@@ -153,8 +158,11 @@ struct Transfer {
   std::size_t max_bytes = 0;
   bool head = false;  // a HEAD answer's Content-Length describes a body that never comes
   HttpResponse response;
+  std::size_t header_bytes = 0;
+  bool headers_done = false;  // the final (non-1xx) header block has ended
   // Why the transfer was aborted by us, if it was.
   bool too_large = false;
+  bool headers_too_large = false;
   std::string declared_length;  // set when refused on Content-Length
   bool redirect = false;
   std::string location;
@@ -167,6 +175,11 @@ struct Transfer {
 size_t on_header(char* data, size_t size, size_t count, void* user) {
   auto& t = *static_cast<Transfer*>(user);
   const size_t n = size * count;
+  t.header_bytes += n;
+  if (t.header_bytes > kMaxHeaderBytes) {
+    t.headers_too_large = true;
+    return 0;
+  }
   const std::string_view line(data, n);
   const std::string_view content = trim(line);
   if (line.starts_with("HTTP/")) {
@@ -190,6 +203,7 @@ size_t on_header(char* data, size_t size, size_t count, void* user) {
       t.redirect = true;
       return 0;
     }
+    if (t.response.status >= 200) t.headers_done = true;
     return n;
   }
   if ((line.front() == ' ' || line.front() == '\t') && !t.response.headers.empty()) {
@@ -283,8 +297,13 @@ ErrorCode classify(CURLcode rc) {
     case CURLE_FILESIZE_EXCEEDED:
       return ErrorCode::kResponseTooLarge;
     case CURLE_URL_MALFORMAT:
-    case CURLE_UNSUPPORTED_PROTOCOL:
       return ErrorCode::kConfiguration;
+    case CURLE_UNSUPPORTED_PROTOCOL:
+      // The URL's scheme was checked before sending, so here this is libcurl refusing an
+      // answer without a status line ("Received HTTP/0.9 when not allowed"): something that
+      // does not speak HTTP answered. It says the same thing on every attempt, so it is not a
+      // transport error worth retrying but a malformed response.
+      return ErrorCode::kMalformedResponse;
     default:
       return ErrorCode::kConnection;
   }
@@ -298,6 +317,9 @@ std::string next_step(ErrorCode code) {
       return "check the endpoint's certificate and the trust store (or the configured pin)";
     case ErrorCode::kConnection:
       return "check that the identity endpoint is running and reachable from this host";
+    case ErrorCode::kMalformedResponse:
+      return "the answer was not HTTP: something other than an identity endpoint is probably "
+             "listening at this address";
     default:
       return "check the endpoint address";
   }
@@ -465,6 +487,15 @@ class CurlHttpClient final : public HttpClient {
                  " bytes; identity responses are small (a few kilobytes), so something other "
                  "than an identity endpoint is probably answering at this address";
       throw Error(ErrorCode::kResponseTooLarge, std::move(message));
+    }
+    // libcurl 7.x reports a single header line over its 100 KiB limit as "out of memory".
+    if (t.headers_too_large || (rc == CURLE_OUT_OF_MEMORY && !t.headers_done)) {
+      throw Error(ErrorCode::kResponseTooLarge,
+                  what + ": the response headers are over the limit (" +
+                      (t.headers_too_large ? std::to_string(kMaxHeaderBytes) + " bytes in all"
+                                           : std::string("100 KiB for one header")) +
+                      "); identity endpoints send a few hundred bytes of headers, so something "
+                      "other than an identity endpoint is probably answering at this address");
     }
     if (t.pin_mismatch) {
       throw Error(ErrorCode::kTls, what + ": certificate thumbprint " + t.presented_thumbprint +
