@@ -210,7 +210,10 @@ class CacheEntry {
   void wait_for(std::unique_lock<std::mutex>& lock, const Flight& flight, Deadline deadline);
   // Runs one fetch as the flight's leader; `lock` is held on entry and on return.
   std::shared_ptr<Flight> run_flight(std::unique_lock<std::mutex>& lock, Deadline deadline);
-  void publish(std::shared_ptr<const AccessToken> token, SystemTime now);
+  void publish(std::shared_ptr<const AccessToken> token, const RenewalPlan& plan);
+  // The failure a token that arrived with no more than min_remaining left counts as: what the
+  // callers after those that waited for it get (all of them, when it had expired already).
+  Error short_lived_error(const AccessToken& token, SystemTime now) const;
   void report(const CacheEvent& event) const;
   Deadline default_deadline() const { return clock->steady_now() + core->options.default_timeout; }
 
@@ -275,8 +278,7 @@ void CacheEntry::wait_for(std::unique_lock<std::mutex>& lock, const Flight& f, D
   }
 }
 
-void CacheEntry::publish(std::shared_ptr<const AccessToken> token, SystemTime now) {
-  const RenewalPlan plan = plan_renewal(*token, now, core->options);
+void CacheEntry::publish(std::shared_ptr<const AccessToken> token, const RenewalPlan& plan) {
   current = std::move(token);
   usable_until = plan.usable_until;
   next_background = plan.reusable ? std::optional(plan.refresh_at) : std::nullopt;
@@ -313,10 +315,21 @@ std::shared_ptr<Flight> CacheEntry::run_flight(std::unique_lock<std::mutex>& loc
   event.resource = request.resource;
   std::optional<SystemTime> schedule;
   const bool had_usable = current && now < usable_until;
+  // A token that cannot be reused counts as a failure for everyone after the callers that
+  // waited for it; one that has expired already is not even given to them.
+  std::optional<Error> failure = error;
+  RenewalPlan plan;
   if (token) {
+    plan = plan_renewal(*token, now, o);
+    if (!plan.reusable) {
+      failure = short_lived_error(*token, now);
+      if (token->expires_on <= now) token.reset();
+    }
+  }
+  if (!failure) {
     if (f->seq >= min_trusted_seq) {
       if (had_usable) ++counters.renewals;
-      publish(token, now);
+      publish(token, plan);
       f->generation = generation.load(std::memory_order_relaxed);
       f->usable_until_ns = to_ns(usable_until);
       schedule = next_background;
@@ -328,7 +341,7 @@ std::shared_ptr<Flight> CacheEntry::run_flight(std::unique_lock<std::mutex>& loc
     last_fetch_error.reset();
     event.kind = CacheEvent::Kind::kFetched;
   } else {
-    counters.last_error = error->what();
+    counters.last_error = failure->what();
     event.error = counters.last_error;
     core->note_error(counters.last_error);
     if (had_usable) {
@@ -348,7 +361,7 @@ std::shared_ptr<Flight> CacheEntry::run_flight(std::unique_lock<std::mutex>& loc
       ++counters.fetch_failures;
       ++foreground_failures;
       next_background.reset();
-      last_fetch_error = error;
+      last_fetch_error = failure;
       error_until =
           now + doubled(o.error_backoff_initial, o.error_backoff_max, foreground_failures);
       event.kind = CacheEvent::Kind::kFetchFailed;
@@ -356,7 +369,7 @@ std::shared_ptr<Flight> CacheEntry::run_flight(std::unique_lock<std::mutex>& loc
     }
   }
   f->token = std::move(token);
-  f->error = std::move(error);
+  f->error = f->token ? std::nullopt : std::move(failure);
   f->done = true;
   flight = nullptr;
   flight_done.notify_all();
@@ -366,6 +379,27 @@ std::shared_ptr<Flight> CacheEntry::run_flight(std::unique_lock<std::mutex>& loc
   report(event);
   lock.lock();
   return f;
+}
+
+Error CacheEntry::short_lived_error(const AccessToken& token, SystemTime now) const {
+  const auto seconds = [](SystemTime::duration d) {
+    return std::to_string(duration_cast<std::chrono::seconds>(d).count());
+  };
+  const auto epoch = [&](SystemTime t) { return seconds(t.time_since_epoch()); };
+  const std::string min_remaining = std::to_string(core->options.min_remaining.count());
+  std::string message = source_name + " returned a token for " + request.resource;
+  if (token.expires_on <= now) {
+    message += " that had already expired when it arrived (expiry " + epoch(token.expires_on) +
+               ", local clock " + epoch(now) +
+               ", in Unix seconds); check the local clock, which may be wrong";
+  } else {
+    message += " that expires in " + seconds(token.expires_on - now) + " s, not more than the " +
+               min_remaining +
+               " s a token must have left to be used; the callers that waited for it got it, "
+               "but it is not reused and the endpoint is asked again only after a backoff, as "
+               "after a failure (check the endpoint's token lifetime and the local clock)";
+  }
+  return Error(ErrorCode::kMalformedResponse, std::move(message)).with_source(source_name);
 }
 
 void CacheEntry::report(const CacheEvent& event) const {

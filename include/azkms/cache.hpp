@@ -10,7 +10,12 @@
 // The rules, all timed by the injected Clock (CacheOptions::clock):
 //
 //  - Usable. A token is handed out only while more than `min_remaining` (default one
-//    minute, the MongoDB specification's rule) is left before it expires.
+//    minute, the MongoDB specification's rule) is left before it expires. A token that
+//    arrives with no more than that left goes to the callers that waited for it (unless it
+//    has expired already), and then counts as a failure of the endpoint: a renewal keeps the
+//    current token and retries later, and without a usable token the fail-fast window below
+//    applies (kMalformedResponse), so that short-lived answers never turn every call into an
+//    upstream request.
 //  - Renewal time (plan_renewal()): the endpoint's refresh_in when it gave one; otherwise
 //    half the lifetime for tokens living `half_life_from` (2 h) or more; otherwise
 //    `renewal_margin` (5 min) before the token stops being usable, or halfway through the
