@@ -26,7 +26,7 @@
 // time or the destructor wakes it with a plain notify. With any other clock it sleeps
 // through Clock::sleep_until, and is woken with Clock::wake_all(), repeated until it has
 // left its sleep, because a wake sent just before it starts sleeping would otherwise be
-// lost.
+// lost. Its renewals run under a ScopedCancellation that the destructor cancels.
 #include "azkms/cache.hpp"
 
 #include <time.h>
@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "azkms/error.hpp"
+#include "azkms/http.hpp"
 #include "azkms/log.hpp"
 
 namespace azkms {
@@ -96,6 +97,8 @@ std::string seconds_text(SystemTime::duration d) {
 struct Flight {
   std::uint64_t seq = 0;
   bool done = false;
+  // Cancelled because the cache is being destroyed: no outcome. Its waiters fetch themselves.
+  bool abandoned = false;
   std::shared_ptr<const AccessToken> token;
   std::optional<Error> error;
   std::uint64_t generation = 0;  // generation it was published as; 0 when not published
@@ -140,6 +143,9 @@ class CacheCore {
   CacheOptions options;
   const std::shared_ptr<Clock> clock;
   const bool system_clock;
+  // Set by shutdown(): the refresher's fetch, which observes it, ends within about a second.
+  const std::shared_ptr<Cancellation> cancellation = std::make_shared<Cancellation>();
+  std::atomic<bool> stopping{false};
 
  private:
   mutable std::mutex error_mutex;
@@ -155,7 +161,6 @@ class CacheCore {
   bool started = false;
   bool sleeping = false;
   bool exited = false;
-  std::atomic<bool> stopping{false};
   std::uint64_t wake_requests = 0;
   std::uint64_t sleep_epoch = 0;
   SystemTime planned_wake = SystemTime::max();
@@ -326,7 +331,11 @@ std::shared_ptr<Flight> CacheEntry::run_flight(std::unique_lock<std::mutex>& loc
       if (token->expires_on <= now) token.reset();
     }
   }
-  if (!failure) {
+  if (!token && error && error->code() == ErrorCode::kCancelled && core->stopping.load()) {
+    // The cache is being destroyed: not the endpoint's failure. No backoff and no event; a
+    // caller that waited for it fetches with its own deadline.
+    f->abandoned = true;
+  } else if (!failure) {
     if (f->seq >= min_trusted_seq) {
       if (had_usable) ++counters.renewals;
       publish(token, plan);
@@ -375,8 +384,10 @@ std::shared_ptr<Flight> CacheEntry::run_flight(std::unique_lock<std::mutex>& loc
   flight_done.notify_all();
   lock.unlock();
 
-  if (schedule) core->schedule(*schedule);
-  report(event);
+  if (!f->abandoned) {
+    if (schedule) core->schedule(*schedule);
+    report(event);
+  }
   lock.lock();
   return f;
 }
@@ -448,8 +459,8 @@ std::shared_ptr<const AccessToken> CacheEntry::get_shared(std::optional<Deadline
       const std::shared_ptr<Flight> f = flight;
       if (!deadline) deadline = default_deadline();
       wait_for(lock, *f, *deadline);
-      if (f->seq >= min_trusted_seq) return take(*f);
-      continue;  // started before an invalidate(): look again
+      if (f->seq >= min_trusted_seq && !f->abandoned) return take(*f);
+      continue;  // started before an invalidate(), or cancelled: look again
     }
     if (last_fetch_error && now < error_until) {
       ++counters.errors_from_backoff;
@@ -467,7 +478,7 @@ std::shared_ptr<const AccessToken> CacheEntry::force_refresh(Deadline deadline) 
     if (flight) {
       const std::shared_ptr<Flight> f = flight;
       wait_for(lock, *f, deadline);
-      if (f->seq >= wanted) return take(*f);
+      if (f->seq >= wanted && !f->abandoned) return take(*f);
       continue;
     }
     return take(*run_flight(lock, deadline));
@@ -547,6 +558,8 @@ void CacheCore::schedule(SystemTime when) {
 }
 
 void CacheCore::run() {
+  // Renewals run under the cache's cancellation: shutdown() ends one in flight at once.
+  const ScopedCancellation cancellable(cancellation);
   std::unique_lock lock(mutex);
   while (!stopping.load()) {
     const std::uint64_t seen = wake_requests;
@@ -587,15 +600,18 @@ void CacheCore::run() {
 void CacheCore::shutdown() {
   std::unique_lock lock(mutex);
   stopping.store(true);
+  // A renewal in flight ends within about a second (its transfer observes the cancellation)
+  // instead of running to its deadline: exit() must not wait for a hung endpoint.
+  cancellation->cancel();
   if (started) {
     while (!exited) {
-      if (system_clock) {
-        wakeup.notify_all();
-      } else if (sleeping) {
-        lock.unlock();
-        clock->wake_all();
-        lock.lock();
-      }
+      if (system_clock) wakeup.notify_all();
+      // Wakes the refresher's own sleep (other clocks), and a renewal waiting between two
+      // attempts on its source's clock: usually the process's, or the cache's in tests.
+      lock.unlock();
+      clock->wake_all();
+      if (!system_clock) Clock::system()->wake_all();
+      lock.lock();
       acknowledged.wait_for(lock, milliseconds{1}, [&] { return exited; });
     }
     lock.unlock();

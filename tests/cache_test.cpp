@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "azkms/error.hpp"
+#include "azkms/http.hpp"
 #include "azkms/log.hpp"
 
 namespace azkms {
@@ -808,6 +809,39 @@ TEST_F(CacheTest, DestroyingTheCacheStopsTheRefresherAndHandlesStillWork) {
   EXPECT_EQ(text(handle.get(far())), "secret-fake-1");
   clock->advance(minutes{5});
   EXPECT_EQ(text(handle.get(far())), "secret-fake-2");
+}
+
+TEST_F(CacheTest, DestroyingTheCacheCancelsARenewalInFlight) {
+  // Like an HTTP source, whose exchange ends when the refresher's fetch is cancelled.
+  std::atomic<int> calls{0};
+  std::atomic<bool> renewing{false};
+  std::atomic<bool> saw_cancellation{false};
+  auto cancellable = make_callback_source([&](const TokenRequest&, Deadline) -> AccessToken {
+    if (calls++ == 0) {
+      AccessToken token;
+      token.token = Secret("secret-first");
+      token.expires_on = clock->now() + hours{1};
+      return token;
+    }
+    renewing = true;
+    for (int i = 0; i < 20'000 && !ScopedCancellation::requested(); ++i) {
+      std::this_thread::sleep_for(1ms);
+    }
+    saw_cancellation = ScopedCancellation::requested();
+    throw Error(ErrorCode::kCancelled, "renewal cancelled");
+  });
+  auto cache = make_cache();
+  TokenHandle handle = cache->handle(cancellable);
+  EXPECT_EQ(text(handle.get(far())), "secret-first");
+  clock->advance(minutes{54});
+  ASSERT_TRUE(eventually([&] { return renewing.load(); }));
+  auto destroyed = std::async(std::launch::async, [&] { cache.reset(); });
+  ASSERT_TRUE(finishes(destroyed));
+  EXPECT_TRUE(saw_cancellation.load());
+  // Not the endpoint's failure: nothing is counted, and the token is still served.
+  EXPECT_EQ(handle.stats().refresh_failures, 0u);
+  EXPECT_EQ(handle.stats().last_error, "");
+  EXPECT_EQ(text(handle.get(far())), "secret-first");
 }
 
 TEST_F(CacheTest, CachedTokenSourceComposes) {

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -603,6 +604,48 @@ TEST(HttpClient, ManyHeadersOverTheTotalLimitAreAResponseTooLarge) {
   auto client = make_curl_http_client();
   const Error e = expect_error([&] { client->send(get(server.url()), with_timeout(5s)); });
   EXPECT_EQ(e.code(), ErrorCode::kResponseTooLarge) << e.what();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cancellation
+
+TEST(HttpClient, ACancelledExchangeEndsWithoutWaitingForTheAnswer) {
+  RawServer silent("");  // accepts, never answers
+  auto client = make_curl_http_client();
+  auto cancellation = std::make_shared<Cancellation>();
+  HttpOptions options = with_timeout(60s);
+  options.cancellation = cancellation;
+  auto outcome = std::async(std::launch::async, [&] {
+    return expect_error([&] { client->send(get(silent.url()), options); });
+  });
+  while (silent.connections() == 0) std::this_thread::sleep_for(1ms);
+  cancellation->cancel();
+  // Bounded wait: without cancellation the exchange would last its 60 s budget.
+  ASSERT_EQ(outcome.wait_for(20s), std::future_status::ready);
+  const Error e = outcome.get();
+  EXPECT_EQ(e.code(), ErrorCode::kCancelled) << e.what();
+  // Nothing starts once cancelled.
+  const Error again = expect_error([&] { client->send(get(silent.url()), options); });
+  EXPECT_EQ(again.code(), ErrorCode::kCancelled) << again.what();
+  EXPECT_EQ(silent.connections(), 1);
+}
+
+TEST(HttpClient, AScopedCancellationReachesExchangesOnItsThreadOnly) {
+  RawServer silent("");
+  auto client = make_curl_http_client();
+  auto cancellation = std::make_shared<Cancellation>();
+  auto outcome = std::async(std::launch::async, [&] {
+    const ScopedCancellation scope(cancellation);
+    return expect_error([&] { client->send(get(silent.url()), with_timeout(60s)); });
+  });
+  while (silent.connections() == 0) std::this_thread::sleep_for(1ms);
+  cancellation->cancel();
+  ASSERT_EQ(outcome.wait_for(20s), std::future_status::ready);
+  EXPECT_EQ(outcome.get().code(), ErrorCode::kCancelled);
+  EXPECT_FALSE(ScopedCancellation::requested());  // this thread has no scope
+  // Another thread's exchange does not see it.
+  RawServer ok("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+  EXPECT_EQ(client->send(get(ok.url()), with_timeout(5s)).body, "ok");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -47,9 +47,11 @@
 // Lifetimes: a TokenHandle keeps its entry (and the source) alive and stays safe to use
 // after its TokenCache is destroyed; without the refresher it then renews only when a
 // caller finds no usable token. The destructor of TokenCache stops the refresher at once
-// when it is idle, or after the fetch it is running returns (a source honours its deadline,
-// `refresh_timeout`). Tokens stay in memory while a thread's slot refers to them (until the
-// thread's slot is reused or the thread exits), even after invalidate().
+// when it is idle, and cancels a renewal it is running (see ScopedCancellation in http.hpp:
+// an HTTP exchange ends within about a second, a wait between retries on the process clock
+// at once), so that exit() never waits for a hung endpoint. Tokens stay in memory while a
+// thread's slot refers to them (until the thread's slot is reused or the thread exits), even
+// after invalidate().
 #pragma once
 
 #include <chrono>

@@ -18,6 +18,8 @@
 //   only the host name check is off, because the cluster certificate rarely names the node.
 //   Pinned exchanges never reuse a connection or a TLS session: a resumed session skips the
 //   certificate, and another request pinned to another thumbprint must not inherit this one.
+// - Cancellation: a progress callback, which libcurl calls at least once a second even when
+//   nothing arrives, ends the transfer once the exchange's Cancellation is set.
 // - Header sizes: libcurl refuses one header line over 100 KiB (as "out of memory"); the header
 //   callback caps the total, which libcurl 7.x does not.
 #include <arpa/inet.h>
@@ -51,6 +53,9 @@ constexpr std::size_t kMaxIdleHandles = 16;
 // All header lines of one answer together. Identity endpoints and Key Vault send a few hundred
 // bytes of headers; libcurl 7.x limits each line (100 KiB) but not how many lines come.
 constexpr std::size_t kMaxHeaderBytes = 64u * 1024;
+
+// The innermost ScopedCancellation of each thread.
+thread_local const Cancellation* t_scoped_cancellation = nullptr;
 
 int ssl_ctx_ex_index() {
   static const int index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
@@ -160,9 +165,13 @@ struct Transfer {
   HttpResponse response;
   std::size_t header_bytes = 0;
   bool headers_done = false;  // the final (non-1xx) header block has ended
+  // Observed by the progress callback; null when not set.
+  const Cancellation* cancellation = nullptr;
+  const Cancellation* scoped_cancellation = nullptr;
   // Why the transfer was aborted by us, if it was.
   bool too_large = false;
   bool headers_too_large = false;
+  bool cancelled = false;
   std::string declared_length;  // set when refused on Content-Length
   bool redirect = false;
   std::string location;
@@ -171,6 +180,11 @@ struct Transfer {
   std::string presented_thumbprint;
   bool pin_mismatch = false;
 };
+
+bool cancellation_requested(const Transfer& t) {
+  return (t.cancellation != nullptr && t.cancellation->cancelled()) ||
+         (t.scoped_cancellation != nullptr && t.scoped_cancellation->cancelled());
+}
 
 size_t on_header(char* data, size_t size, size_t count, void* user) {
   auto& t = *static_cast<Transfer*>(user);
@@ -240,6 +254,13 @@ size_t on_body(char* data, size_t size, size_t count, void* user) {
   }
   t.response.body.append(data, n);
   return n;
+}
+
+int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  auto& t = *static_cast<Transfer*>(user);
+  if (!cancellation_requested(t)) return 0;
+  t.cancelled = true;
+  return 1;  // CURLE_ABORTED_BY_CALLBACK
 }
 
 int verify_pinned(int preverify_ok, X509_STORE_CTX* store) {
@@ -362,6 +383,11 @@ class CurlHttpClient final : public HttpClient {
     Transfer t;
     t.max_bytes = options.max_response_bytes;
     t.head = request.method == "HEAD";
+    t.cancellation = options.cancellation.get();
+    t.scoped_cancellation = t_scoped_cancellation;
+    if (cancellation_requested(t)) {
+      throw Error(ErrorCode::kCancelled, what + " was cancelled before it was sent");
+    }
     if (options.pinned_sha1_thumbprint) {
       auto pin = normalize_sha1_thumbprint(*options.pinned_sha1_thumbprint);
       if (!pin) {
@@ -418,6 +444,11 @@ class CurlHttpClient final : public HttpClient {
     curl_easy_setopt(h, CURLOPT_HEADERDATA, &t);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &t);
+    if (t.cancellation != nullptr || t.scoped_cancellation != nullptr) {
+      curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+      curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+      curl_easy_setopt(h, CURLOPT_XFERINFODATA, &t);
+    }
     if (http_detail::bypasses_proxy(parsed->host)) {
       curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
     }
@@ -469,6 +500,11 @@ class CurlHttpClient final : public HttpClient {
                                   std::memory_order_relaxed);
     release(std::move(handle));
 
+    if (t.cancelled) {
+      throw Error(ErrorCode::kCancelled, what + " was cancelled after " +
+                                             std::to_string(elapsed.count()) +
+                                             " ms, before the answer was complete");
+    }
     if (t.redirect || (rc == CURLE_OK && status >= 300 && status < 400)) {
       std::string message = what + " answered " + std::to_string(status) + " (a redirect";
       if (const auto target = describe_location(t.location); !target.empty()) {
@@ -608,6 +644,17 @@ bool bypasses_proxy(std::string_view host_text) {
 }  // namespace http_detail
 
 std::shared_ptr<HttpClient> make_curl_http_client() { return std::make_shared<CurlHttpClient>(); }
+
+ScopedCancellation::ScopedCancellation(std::shared_ptr<const Cancellation> cancellation)
+    : cancellation_(std::move(cancellation)), outer_(t_scoped_cancellation) {
+  if (cancellation_) t_scoped_cancellation = cancellation_.get();
+}
+
+ScopedCancellation::~ScopedCancellation() { t_scoped_cancellation = outer_; }
+
+bool ScopedCancellation::requested() noexcept {
+  return t_scoped_cancellation != nullptr && t_scoped_cancellation->cancelled();
+}
 
 std::shared_ptr<HttpClient> default_http_client() {
   static auto* const instance = new std::shared_ptr<HttpClient>(make_curl_http_client());
