@@ -27,6 +27,10 @@
 // through Clock::sleep_until, and is woken with Clock::wake_all(), repeated until it has
 // left its sleep, because a wake sent just before it starts sleeping would otherwise be
 // lost. Its renewals run under a ScopedCancellation that the destructor cancels.
+//
+// fork(). Cores and entries register with fork_safety.hpp: their mutexes are held across
+// fork() so that the child's copy is consistent, and the child forgets the refresher thread,
+// the flights and the condition-variable waiters of the parent (after_fork_in_child).
 #include "azkms/cache.hpp"
 
 #include <time.h>
@@ -37,6 +41,7 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <new>
 #include <thread>
 #include <tuple>
 #include <vector>
@@ -44,6 +49,7 @@
 #include "azkms/error.hpp"
 #include "azkms/http.hpp"
 #include "azkms/log.hpp"
+#include "fork_safety.hpp"
 
 namespace azkms {
 namespace detail {
@@ -105,7 +111,7 @@ struct Flight {
   std::int64_t usable_until_ns = 0;
 };
 
-class CacheCore {
+class CacheCore final : private ForkAware {
  public:
   using Key = std::tuple<const TokenSource*, std::string, IdentitySelector::Kind, std::string>;
 
@@ -116,8 +122,14 @@ class CacheCore {
     options.clock = clock;
   }
 
-  // Tells the refresher that an entry is due at `when`.
+  ~CacheCore() = default;  // fork_registration goes first
+  CacheCore(const CacheCore&) = delete;
+  CacheCore& operator=(const CacheCore&) = delete;
+
+  // Tells the refresher that an entry is due at `when` (starting it if none runs).
   void schedule(SystemTime when);
+  // Starts the refresher if none runs (in a forked child, the parent's did not come along).
+  void resume();
   void shutdown();
   // Starts the refresher thread once; `lock` holds `mutex`.
   void start_refresher(std::unique_lock<std::mutex>& lock);
@@ -148,6 +160,16 @@ class CacheCore {
   std::atomic<bool> stopping{false};
 
  private:
+  void before_fork() override {
+    mutex.lock();
+    error_mutex.lock();
+  }
+  void after_fork_in_parent() override {
+    error_mutex.unlock();
+    mutex.unlock();
+  }
+  void after_fork_in_child() override;
+
   mutable std::mutex error_mutex;
   std::string last_error;
 
@@ -158,15 +180,17 @@ class CacheCore {
   std::condition_variable wakeup;        // the refresher's sleep with the system clock
   std::map<Key, std::shared_ptr<CacheEntry>> entries;
   std::thread refresher;
-  bool started = false;
+  bool started = false;  // a refresher thread of this process runs (or ran, until shutdown)
   bool sleeping = false;
   bool exited = false;
   std::uint64_t wake_requests = 0;
   std::uint64_t sleep_epoch = 0;
   SystemTime planned_wake = SystemTime::max();
+  // Last: registered once everything above exists, unregistered before any of it goes.
+  ForkRegistration fork_registration{*this};
 };
 
-class CacheEntry {
+class CacheEntry final : private ForkAware {
  public:
   CacheEntry(std::uint64_t entry_id, std::shared_ptr<CacheCore> owner,
              std::shared_ptr<TokenSource> token_source, TokenRequest token_request)
@@ -177,6 +201,9 @@ class CacheEntry {
         source(std::move(token_source)),
         request(std::move(token_request)),
         source_name(source->name()) {}
+  ~CacheEntry() = default;  // fork_registration goes first
+  CacheEntry(const CacheEntry&) = delete;
+  CacheEntry& operator=(const CacheEntry&) = delete;
 
   // Hot path, see TokenHandle::get.
   const AccessToken* try_fast() const noexcept {
@@ -220,6 +247,16 @@ class CacheEntry {
   // callers after those that waited for it get (all of them, when it had expired already).
   Error short_lived_error(const AccessToken& token, SystemTime now) const;
   void report(const CacheEvent& event) const;
+  // In a forked child, the first slow-path call starts the child's own refresher.
+  void resume_after_fork() {
+    if (resume_pending.load(std::memory_order_relaxed) && resume_pending.exchange(false)) {
+      core->resume();
+    }
+  }
+
+  void before_fork() override { mutex.lock(); }
+  void after_fork_in_parent() override { mutex.unlock(); }
+  void after_fork_in_child() override;
   Deadline default_deadline() const { return clock->steady_now() + core->options.default_timeout; }
 
   mutable std::mutex mutex;
@@ -235,6 +272,9 @@ class CacheEntry {
   std::optional<Error> last_fetch_error;  // served during the fail-fast window
   SystemTime error_until{};
   CacheStats counters;
+  std::atomic<bool> resume_pending{false};
+  // Last: registered once everything above exists, unregistered before any of it goes.
+  ForkRegistration fork_registration{*this};
 };
 
 // ---- CacheEntry -------------------------------------------------------------------------
@@ -352,7 +392,6 @@ std::shared_ptr<Flight> CacheEntry::run_flight(std::unique_lock<std::mutex>& loc
   } else {
     counters.last_error = failure->what();
     event.error = counters.last_error;
-    core->note_error(counters.last_error);
     if (had_usable) {
       ++counters.refresh_failures;
       ++background_failures;
@@ -380,11 +419,16 @@ std::shared_ptr<Flight> CacheEntry::run_flight(std::unique_lock<std::mutex>& loc
   f->token = std::move(token);
   f->error = f->token ? std::nullopt : std::move(failure);
   f->done = true;
-  flight = nullptr;
+  // Another flight in its place can only be one a forked child started after forgetting this
+  // one (see after_fork_in_child), when fork() was called from inside the source.
+  if (flight == f) flight = nullptr;
   flight_done.notify_all();
   lock.unlock();
 
   if (!f->abandoned) {
+    // Outside the entry's lock, like everything that locks elsewhere: no cache lock is ever
+    // taken inside another, so fork()'s before_fork() hooks can take them in any order.
+    if (event.kind != CacheEvent::Kind::kFetched) core->note_error(event.error);
     if (schedule) core->schedule(*schedule);
     report(event);
   }
@@ -451,6 +495,7 @@ const AccessToken& CacheEntry::get_slow(std::optional<Deadline> deadline) {
 }
 
 std::shared_ptr<const AccessToken> CacheEntry::get_shared(std::optional<Deadline> deadline) {
+  resume_after_fork();
   std::unique_lock lock(mutex);
   for (;;) {
     const SystemTime now = clock->now();
@@ -472,6 +517,7 @@ std::shared_ptr<const AccessToken> CacheEntry::get_shared(std::optional<Deadline
 }
 
 std::shared_ptr<const AccessToken> CacheEntry::force_refresh(Deadline deadline) {
+  resume_after_fork();
   std::unique_lock lock(mutex);
   const std::uint64_t wanted = flight_seq + 1;  // a flight started from now on
   for (;;) {
@@ -511,6 +557,27 @@ CacheStats CacheEntry::stats() const {
   return s;
 }
 
+// The thread running the flight and those waiting for it were the parent's; nobody would ever
+// finish the flight here, so it is forgotten and the next caller starts a fetch of the child's
+// own. The condition variable is made anew rather than reused: glibc's would go on counting the
+// parent's waiters, and a notify could wait for them forever. (The old one is not destroyed,
+// for the same reason; reusing its storage is allowed, nothing depends on its destructor.)
+// A usable token stays: it was fetched for this entry's identity, and reusing it is what a
+// pre-fork server wants.
+void CacheEntry::after_fork_in_child() {
+  new (&flight_done) std::condition_variable();
+  if (flight) {
+    flight.reset();  // its leader's copy keeps it alive: nothing is freed here
+    // The refresher clears next_background when it starts a renewal: renew at once instead.
+    if (current && !next_background) next_background = SystemTime{};
+  }
+  counters.waiting = 0;
+  // Every reader's next get() takes the slow path once, which starts the child's refresher.
+  resume_pending.store(true, std::memory_order_relaxed);
+  generation.fetch_add(1, std::memory_order_release);
+  mutex.unlock();
+}
+
 // ---- CacheCore --------------------------------------------------------------------------
 
 std::shared_ptr<CacheEntry> CacheCore::entry(std::shared_ptr<TokenSource> source,
@@ -518,22 +585,50 @@ std::shared_ptr<CacheEntry> CacheCore::entry(std::shared_ptr<TokenSource> source
                                              const std::shared_ptr<CacheCore>& self) {
   static std::atomic<std::uint64_t> next_id{1};
   Key key{source.get(), request.resource, request.identity.kind(), request.identity.value()};
-  std::unique_lock lock(mutex);
-  auto it = entries.find(key);
-  if (it != entries.end()) return it->second;
-  // Started here, with the first entry, so that no caller's first get() pays for it.
-  start_refresher(lock);
+  {
+    std::lock_guard lock(mutex);
+    auto it = entries.find(key);
+    if (it != entries.end()) return it->second;
+  }
+  // Made (and, when another thread was first, destroyed) outside `mutex`: an entry registers
+  // for fork() under the registry's lock, which is taken before this one.
   auto created = std::make_shared<CacheEntry>(next_id.fetch_add(1), self, std::move(source),
                                               std::move(request));
-  entries.emplace(std::move(key), created);
-  return created;
+  std::unique_lock lock(mutex);
+  const auto [it, inserted] = entries.emplace(std::move(key), created);
+  // Started here, with the first entry, so that no caller's first get() pays for it.
+  if (inserted) start_refresher(lock);
+  return it->second;
 }
 
 void CacheCore::start_refresher(std::unique_lock<std::mutex>& lock) {
   (void)lock;  // held by the caller
   if (started || stopping.load()) return;
   started = true;
+  exited = false;
   refresher = std::thread([this] { run(); });
+}
+
+void CacheCore::resume() {
+  std::unique_lock lock(mutex);
+  start_refresher(lock);
+}
+
+// The refresher, and any thread waiting for it, were the parent's. Its std::thread is
+// forgotten (destroying it would terminate the program, joining it would wait forever) and the
+// condition variables are made anew (see CacheEntry::after_fork_in_child); resume() or the
+// next schedule() starts a refresher of the child's own. A renewal it was running is the
+// entry's business (its flight is forgotten there).
+void CacheCore::after_fork_in_child() {
+  if (refresher.joinable()) new (&refresher) std::thread();
+  new (&wakeup) std::condition_variable();
+  new (&acknowledged) std::condition_variable();
+  started = false;
+  sleeping = false;
+  exited = false;
+  planned_wake = SystemTime::max();
+  error_mutex.unlock();
+  mutex.unlock();
 }
 
 void CacheCore::schedule(SystemTime when) {

@@ -52,6 +52,11 @@
 // at once), so that exit() never waits for a hung endpoint. Tokens stay in memory while a
 // thread's slot refers to them (until the thread's slot is reused or the thread exits), even
 // after invalidate().
+//
+// fork(): a child keeps the tokens its parent cached (they are for the same identities) but
+// nothing of the parent's threads: a fetch a parent thread was running is forgotten (the
+// child's next caller fetches its own), and the child starts a refresher of its own on its
+// first call that finds no token in its thread's slot.
 #pragma once
 
 #include <chrono>

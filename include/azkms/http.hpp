@@ -119,7 +119,9 @@ class HttpClient {
 // link-local hosts, verifies TLS always (or checks the pin), TLS 1.2 at least.
 // Each client keeps its own idle connections (a pool of libcurl handles), so connections are
 // reused across the requests of one client: create one and share it, or use
-// default_http_client(). Destroying a client closes its idle connections.
+// default_http_client(). Destroying a client closes its idle connections. A child process
+// created by fork() never uses a connection or handle of its parent: the child's first
+// exchange opens a new connection.
 std::shared_ptr<HttpClient> make_curl_http_client();
 
 // One libcurl client for the whole process, created on first use and never destroyed (so

@@ -18,6 +18,9 @@
 //   only the host name check is off, because the cluster certificate rarely names the node.
 //   Pinned exchanges never reuse a connection or a TLS session: a resumed session skips the
 //   certificate, and another request pinned to another thumbprint must not inherit this one.
+// - fork(): every socket a client opens goes through its open/close socket callbacks, so the
+//   client knows them all. In a child (fork_safety.hpp) the pool's handles are forgotten and
+//   those sockets closed; see after_fork_in_child() for why the handles are not cleaned up.
 // - Cancellation: a progress callback, which libcurl calls at least once a second even when
 //   nothing arrives, ends the transfer once the exchange's Cancellation is set.
 // - Header sizes: libcurl refuses one header line over 100 KiB (as "out of memory"); the header
@@ -27,6 +30,9 @@
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -43,6 +49,7 @@
 #include "azkms/error.hpp"
 #include "azkms/http.hpp"
 #include "azkms/log.hpp"
+#include "fork_safety.hpp"
 #include "http/proxy_bypass.hpp"
 #include "text.hpp"
 
@@ -356,9 +363,10 @@ struct SlistDeleter {
 };
 using SlistPtr = std::unique_ptr<curl_slist, SlistDeleter>;
 
-class CurlHttpClient final : public HttpClient {
+class CurlHttpClient final : public HttpClient, private detail::ForkAware {
  public:
   CurlHttpClient() { global_init(); }
+  ~CurlHttpClient() = default;  // fork_registration_ goes first, then the idle handles
 
   CurlHttpClient(const CurlHttpClient&) = delete;
   CurlHttpClient& operator=(const CurlHttpClient&) = delete;
@@ -444,6 +452,11 @@ class CurlHttpClient final : public HttpClient {
     curl_easy_setopt(h, CURLOPT_HEADERDATA, &t);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &t);
+    // Connections keep these two for life, even across curl_easy_reset().
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, this);
+    curl_easy_setopt(h, CURLOPT_CLOSESOCKETFUNCTION, close_socket);
+    curl_easy_setopt(h, CURLOPT_CLOSESOCKETDATA, this);
     if (t.cancellation != nullptr || t.scoped_cancellation != nullptr) {
       curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
       curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
@@ -597,14 +610,92 @@ class CurlHttpClient final : public HttpClient {
     // Options only (they point into the finished exchange); idle connections, the TLS session
     // cache and the DNS cache stay with the handle.
     curl_easy_reset(h.get());
+    EasyPtr surplus;  // cleaned up below, outside the lock: its sockets close through it
     std::lock_guard lock(mutex_);
-    if (idle_.size() < kMaxIdleHandles) idle_.push_back(std::move(h));
+    if (idle_.size() < kMaxIdleHandles) {
+      idle_.push_back(std::move(h));
+    } else {
+      surplus = std::move(h);
+    }
   }
 
-  std::mutex mutex_;
+  // ---- sockets, known so that a child can close its copies --------------------------------
+
+  struct OpenSocket {
+    curl_socket_t fd;
+    dev_t device;  // with the inode, tells this socket from a later one with the same number
+    ino_t inode;
+  };
+
+  static curl_socket_t open_socket(void* client, curlsocktype purpose, curl_sockaddr* address) {
+    if (purpose != CURLSOCKTYPE_IPCXN) return CURL_SOCKET_BAD;
+    // Close-on-exec too: a program this process starts must not inherit identity connections.
+    const int fd = ::socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+    if (fd < 0) return CURL_SOCKET_BAD;
+    struct stat st {};
+    if (::fstat(fd, &st) == 0) {
+      auto* self = static_cast<CurlHttpClient*>(client);
+      try {
+        std::lock_guard lock(self->mutex_);
+        self->sockets_.push_back({fd, st.st_dev, st.st_ino});
+      } catch (...) {
+        ::close(fd);
+        return CURL_SOCKET_BAD;
+      }
+    }
+    return fd;
+  }
+
+  static int close_socket(void* client, curl_socket_t fd) {
+    auto* self = static_cast<CurlHttpClient*>(client);
+    {
+      // Forgotten before it is closed: a fork in between leaves the child an open descriptor
+      // it does not know about (harmless), never a known one that is by then something else.
+      std::lock_guard lock(self->mutex_);
+      auto& list = self->sockets_;
+      list.erase(std::remove_if(list.begin(), list.end(),
+                                [fd](const OpenSocket& s) { return s.fd == fd; }),
+                 list.end());
+    }
+    return ::close(fd);
+  }
+
+  // ---- fork --------------------------------------------------------------------------------
+
+  void before_fork() override { mutex_.lock(); }
+  void after_fork_in_parent() override { mutex_.unlock(); }
+
+  // Every connection of this client, idle in the pool or in use by a parent thread at the
+  // fork, is the parent's: if the child sent on one, parent and child would read each other's
+  // answers (tokens for the other identity). The child starts with an empty pool.
+  //
+  // The inherited handles are forgotten, not cleaned up: curl_easy_cleanup() would shut their
+  // TLS sessions down, writing a close_notify alert into connections the parent goes on using.
+  // Their memory stays allocated in the child (as does that of the handles that parent threads
+  // were using, which nothing here can reach). Their sockets are closed: closing the child's
+  // copy of a descriptor sends nothing while the parent holds its own, and it lets a connection
+  // end when the parent closes it instead of lingering for as long as the child lives.
+  void after_fork_in_child() override {
+    for (auto& handle : idle_) (void)handle.release();
+    idle_.clear();
+    for (const auto& open : sockets_) {
+      struct stat st {};
+      if (::fstat(open.fd, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == open.device &&
+          st.st_ino == open.inode) {
+        ::close(open.fd);
+      }
+    }
+    sockets_.clear();
+    mutex_.unlock();
+  }
+
+  std::mutex mutex_;  // guards sockets_ and idle_
+  std::vector<OpenSocket> sockets_;
   std::vector<EasyPtr> idle_;
   std::atomic<std::uint64_t> requests_{0};
   std::atomic<std::uint64_t> connections_opened_{0};
+  // Last: registered once everything above exists, unregistered before any of it goes.
+  detail::ForkRegistration fork_registration_{*this};
 };
 
 }  // namespace
