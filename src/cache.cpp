@@ -26,7 +26,11 @@
 // time or the destructor wakes it with a plain notify. With any other clock it sleeps
 // through Clock::sleep_until, and is woken with Clock::wake_all(), repeated until it has
 // left its sleep, because a wake sent just before it starts sleeping would otherwise be
-// lost.
+// lost. Its renewals run under a ScopedCancellation that the destructor cancels.
+//
+// fork(). Cores and entries register with fork_safety.hpp: their mutexes are held across
+// fork() so that the child's copy is consistent, and the child forgets the refresher thread,
+// the flights and the condition-variable waiters of the parent (after_fork_in_child).
 #include "azkms/cache.hpp"
 
 #include <time.h>
@@ -37,12 +41,15 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <new>
 #include <thread>
 #include <tuple>
 #include <vector>
 
 #include "azkms/error.hpp"
+#include "azkms/http.hpp"
 #include "azkms/log.hpp"
+#include "fork_safety.hpp"
 
 namespace azkms {
 namespace detail {
@@ -96,13 +103,15 @@ std::string seconds_text(SystemTime::duration d) {
 struct Flight {
   std::uint64_t seq = 0;
   bool done = false;
+  // Cancelled because the cache is being destroyed: no outcome. Its waiters fetch themselves.
+  bool abandoned = false;
   std::shared_ptr<const AccessToken> token;
   std::optional<Error> error;
   std::uint64_t generation = 0;  // generation it was published as; 0 when not published
   std::int64_t usable_until_ns = 0;
 };
 
-class CacheCore {
+class CacheCore final : private ForkAware {
  public:
   using Key = std::tuple<const TokenSource*, std::string, IdentitySelector::Kind, std::string>;
 
@@ -113,8 +122,14 @@ class CacheCore {
     options.clock = clock;
   }
 
-  // Tells the refresher that an entry is due at `when`.
+  ~CacheCore() = default;  // fork_registration goes first
+  CacheCore(const CacheCore&) = delete;
+  CacheCore& operator=(const CacheCore&) = delete;
+
+  // Tells the refresher that an entry is due at `when` (starting it if none runs).
   void schedule(SystemTime when);
+  // Starts the refresher if none runs (in a forked child, the parent's did not come along).
+  void resume();
   void shutdown();
   // Starts the refresher thread once; `lock` holds `mutex`.
   void start_refresher(std::unique_lock<std::mutex>& lock);
@@ -140,8 +155,21 @@ class CacheCore {
   CacheOptions options;
   const std::shared_ptr<Clock> clock;
   const bool system_clock;
+  // Set by shutdown(): the refresher's fetch, which observes it, ends within about a second.
+  const std::shared_ptr<Cancellation> cancellation = std::make_shared<Cancellation>();
+  std::atomic<bool> stopping{false};
 
  private:
+  void before_fork() override {
+    mutex.lock();
+    error_mutex.lock();
+  }
+  void after_fork_in_parent() override {
+    error_mutex.unlock();
+    mutex.unlock();
+  }
+  void after_fork_in_child() override;
+
   mutable std::mutex error_mutex;
   std::string last_error;
 
@@ -152,16 +180,17 @@ class CacheCore {
   std::condition_variable wakeup;        // the refresher's sleep with the system clock
   std::map<Key, std::shared_ptr<CacheEntry>> entries;
   std::thread refresher;
-  bool started = false;
+  bool started = false;  // a refresher thread of this process runs (or ran, until shutdown)
   bool sleeping = false;
   bool exited = false;
-  std::atomic<bool> stopping{false};
   std::uint64_t wake_requests = 0;
   std::uint64_t sleep_epoch = 0;
   SystemTime planned_wake = SystemTime::max();
+  // Last: registered once everything above exists, unregistered before any of it goes.
+  ForkRegistration fork_registration{*this};
 };
 
-class CacheEntry {
+class CacheEntry final : private ForkAware {
  public:
   CacheEntry(std::uint64_t entry_id, std::shared_ptr<CacheCore> owner,
              std::shared_ptr<TokenSource> token_source, TokenRequest token_request)
@@ -172,6 +201,9 @@ class CacheEntry {
         source(std::move(token_source)),
         request(std::move(token_request)),
         source_name(source->name()) {}
+  ~CacheEntry() = default;  // fork_registration goes first
+  CacheEntry(const CacheEntry&) = delete;
+  CacheEntry& operator=(const CacheEntry&) = delete;
 
   // Hot path, see TokenHandle::get.
   const AccessToken* try_fast() const noexcept {
@@ -210,8 +242,21 @@ class CacheEntry {
   void wait_for(std::unique_lock<std::mutex>& lock, const Flight& flight, Deadline deadline);
   // Runs one fetch as the flight's leader; `lock` is held on entry and on return.
   std::shared_ptr<Flight> run_flight(std::unique_lock<std::mutex>& lock, Deadline deadline);
-  void publish(std::shared_ptr<const AccessToken> token, SystemTime now);
+  void publish(std::shared_ptr<const AccessToken> token, const RenewalPlan& plan);
+  // The failure a token that arrived with no more than min_remaining left counts as: what the
+  // callers after those that waited for it get (all of them, when it had expired already).
+  Error short_lived_error(const AccessToken& token, SystemTime now) const;
   void report(const CacheEvent& event) const;
+  // In a forked child, the first slow-path call starts the child's own refresher.
+  void resume_after_fork() {
+    if (resume_pending.load(std::memory_order_relaxed) && resume_pending.exchange(false)) {
+      core->resume();
+    }
+  }
+
+  void before_fork() override { mutex.lock(); }
+  void after_fork_in_parent() override { mutex.unlock(); }
+  void after_fork_in_child() override;
   Deadline default_deadline() const { return clock->steady_now() + core->options.default_timeout; }
 
   mutable std::mutex mutex;
@@ -227,6 +272,9 @@ class CacheEntry {
   std::optional<Error> last_fetch_error;  // served during the fail-fast window
   SystemTime error_until{};
   CacheStats counters;
+  std::atomic<bool> resume_pending{false};
+  // Last: registered once everything above exists, unregistered before any of it goes.
+  ForkRegistration fork_registration{*this};
 };
 
 // ---- CacheEntry -------------------------------------------------------------------------
@@ -275,8 +323,7 @@ void CacheEntry::wait_for(std::unique_lock<std::mutex>& lock, const Flight& f, D
   }
 }
 
-void CacheEntry::publish(std::shared_ptr<const AccessToken> token, SystemTime now) {
-  const RenewalPlan plan = plan_renewal(*token, now, core->options);
+void CacheEntry::publish(std::shared_ptr<const AccessToken> token, const RenewalPlan& plan) {
   current = std::move(token);
   usable_until = plan.usable_until;
   next_background = plan.reusable ? std::optional(plan.refresh_at) : std::nullopt;
@@ -313,10 +360,25 @@ std::shared_ptr<Flight> CacheEntry::run_flight(std::unique_lock<std::mutex>& loc
   event.resource = request.resource;
   std::optional<SystemTime> schedule;
   const bool had_usable = current && now < usable_until;
+  // A token that cannot be reused counts as a failure for everyone after the callers that
+  // waited for it; one that has expired already is not even given to them.
+  std::optional<Error> failure = error;
+  RenewalPlan plan;
   if (token) {
+    plan = plan_renewal(*token, now, o);
+    if (!plan.reusable) {
+      failure = short_lived_error(*token, now);
+      if (token->expires_on <= now) token.reset();
+    }
+  }
+  if (!token && error && error->code() == ErrorCode::kCancelled && core->stopping.load()) {
+    // The cache is being destroyed: not the endpoint's failure. No backoff and no event; a
+    // caller that waited for it fetches with its own deadline.
+    f->abandoned = true;
+  } else if (!failure) {
     if (f->seq >= min_trusted_seq) {
       if (had_usable) ++counters.renewals;
-      publish(token, now);
+      publish(token, plan);
       f->generation = generation.load(std::memory_order_relaxed);
       f->usable_until_ns = to_ns(usable_until);
       schedule = next_background;
@@ -328,9 +390,8 @@ std::shared_ptr<Flight> CacheEntry::run_flight(std::unique_lock<std::mutex>& loc
     last_fetch_error.reset();
     event.kind = CacheEvent::Kind::kFetched;
   } else {
-    counters.last_error = error->what();
+    counters.last_error = failure->what();
     event.error = counters.last_error;
-    core->note_error(counters.last_error);
     if (had_usable) {
       ++counters.refresh_failures;
       ++background_failures;
@@ -348,7 +409,7 @@ std::shared_ptr<Flight> CacheEntry::run_flight(std::unique_lock<std::mutex>& loc
       ++counters.fetch_failures;
       ++foreground_failures;
       next_background.reset();
-      last_fetch_error = error;
+      last_fetch_error = failure;
       error_until =
           now + doubled(o.error_backoff_initial, o.error_backoff_max, foreground_failures);
       event.kind = CacheEvent::Kind::kFetchFailed;
@@ -356,16 +417,44 @@ std::shared_ptr<Flight> CacheEntry::run_flight(std::unique_lock<std::mutex>& loc
     }
   }
   f->token = std::move(token);
-  f->error = std::move(error);
+  f->error = f->token ? std::nullopt : std::move(failure);
   f->done = true;
-  flight = nullptr;
+  // Another flight in its place can only be one a forked child started after forgetting this
+  // one (see after_fork_in_child), when fork() was called from inside the source.
+  if (flight == f) flight = nullptr;
   flight_done.notify_all();
   lock.unlock();
 
-  if (schedule) core->schedule(*schedule);
-  report(event);
+  if (!f->abandoned) {
+    // Outside the entry's lock, like everything that locks elsewhere: no cache lock is ever
+    // taken inside another, so fork()'s before_fork() hooks can take them in any order.
+    if (event.kind != CacheEvent::Kind::kFetched) core->note_error(event.error);
+    if (schedule) core->schedule(*schedule);
+    report(event);
+  }
   lock.lock();
   return f;
+}
+
+Error CacheEntry::short_lived_error(const AccessToken& token, SystemTime now) const {
+  const auto seconds = [](SystemTime::duration d) {
+    return std::to_string(duration_cast<std::chrono::seconds>(d).count());
+  };
+  const auto epoch = [&](SystemTime t) { return seconds(t.time_since_epoch()); };
+  const std::string min_remaining = std::to_string(core->options.min_remaining.count());
+  std::string message = source_name + " returned a token for " + request.resource;
+  if (token.expires_on <= now) {
+    message += " that had already expired when it arrived (expiry " + epoch(token.expires_on) +
+               ", local clock " + epoch(now) +
+               ", in Unix seconds); check the local clock, which may be wrong";
+  } else {
+    message += " that expires in " + seconds(token.expires_on - now) + " s, not more than the " +
+               min_remaining +
+               " s a token must have left to be used; the callers that waited for it got it, "
+               "but it is not reused and the endpoint is asked again only after a backoff, as "
+               "after a failure (check the endpoint's token lifetime and the local clock)";
+  }
+  return Error(ErrorCode::kMalformedResponse, std::move(message)).with_source(source_name);
 }
 
 void CacheEntry::report(const CacheEvent& event) const {
@@ -406,6 +495,7 @@ const AccessToken& CacheEntry::get_slow(std::optional<Deadline> deadline) {
 }
 
 std::shared_ptr<const AccessToken> CacheEntry::get_shared(std::optional<Deadline> deadline) {
+  resume_after_fork();
   std::unique_lock lock(mutex);
   for (;;) {
     const SystemTime now = clock->now();
@@ -414,8 +504,8 @@ std::shared_ptr<const AccessToken> CacheEntry::get_shared(std::optional<Deadline
       const std::shared_ptr<Flight> f = flight;
       if (!deadline) deadline = default_deadline();
       wait_for(lock, *f, *deadline);
-      if (f->seq >= min_trusted_seq) return take(*f);
-      continue;  // started before an invalidate(): look again
+      if (f->seq >= min_trusted_seq && !f->abandoned) return take(*f);
+      continue;  // started before an invalidate(), or cancelled: look again
     }
     if (last_fetch_error && now < error_until) {
       ++counters.errors_from_backoff;
@@ -427,13 +517,14 @@ std::shared_ptr<const AccessToken> CacheEntry::get_shared(std::optional<Deadline
 }
 
 std::shared_ptr<const AccessToken> CacheEntry::force_refresh(Deadline deadline) {
+  resume_after_fork();
   std::unique_lock lock(mutex);
   const std::uint64_t wanted = flight_seq + 1;  // a flight started from now on
   for (;;) {
     if (flight) {
       const std::shared_ptr<Flight> f = flight;
       wait_for(lock, *f, deadline);
-      if (f->seq >= wanted) return take(*f);
+      if (f->seq >= wanted && !f->abandoned) return take(*f);
       continue;
     }
     return take(*run_flight(lock, deadline));
@@ -466,6 +557,27 @@ CacheStats CacheEntry::stats() const {
   return s;
 }
 
+// The thread running the flight and those waiting for it were the parent's; nobody would ever
+// finish the flight here, so it is forgotten and the next caller starts a fetch of the child's
+// own. The condition variable is made anew rather than reused: glibc's would go on counting the
+// parent's waiters, and a notify could wait for them forever. (The old one is not destroyed,
+// for the same reason; reusing its storage is allowed, nothing depends on its destructor.)
+// A usable token stays: it was fetched for this entry's identity, and reusing it is what a
+// pre-fork server wants.
+void CacheEntry::after_fork_in_child() {
+  new (&flight_done) std::condition_variable();
+  if (flight) {
+    flight.reset();  // its leader's copy keeps it alive: nothing is freed here
+    // The refresher clears next_background when it starts a renewal: renew at once instead.
+    if (current && !next_background) next_background = SystemTime{};
+  }
+  counters.waiting = 0;
+  // Every reader's next get() takes the slow path once, which starts the child's refresher.
+  resume_pending.store(true, std::memory_order_relaxed);
+  generation.fetch_add(1, std::memory_order_release);
+  mutex.unlock();
+}
+
 // ---- CacheCore --------------------------------------------------------------------------
 
 std::shared_ptr<CacheEntry> CacheCore::entry(std::shared_ptr<TokenSource> source,
@@ -473,22 +585,50 @@ std::shared_ptr<CacheEntry> CacheCore::entry(std::shared_ptr<TokenSource> source
                                              const std::shared_ptr<CacheCore>& self) {
   static std::atomic<std::uint64_t> next_id{1};
   Key key{source.get(), request.resource, request.identity.kind(), request.identity.value()};
-  std::unique_lock lock(mutex);
-  auto it = entries.find(key);
-  if (it != entries.end()) return it->second;
-  // Started here, with the first entry, so that no caller's first get() pays for it.
-  start_refresher(lock);
+  {
+    std::lock_guard lock(mutex);
+    auto it = entries.find(key);
+    if (it != entries.end()) return it->second;
+  }
+  // Made (and, when another thread was first, destroyed) outside `mutex`: an entry registers
+  // for fork() under the registry's lock, which is taken before this one.
   auto created = std::make_shared<CacheEntry>(next_id.fetch_add(1), self, std::move(source),
                                               std::move(request));
-  entries.emplace(std::move(key), created);
-  return created;
+  std::unique_lock lock(mutex);
+  const auto [it, inserted] = entries.emplace(std::move(key), created);
+  // Started here, with the first entry, so that no caller's first get() pays for it.
+  if (inserted) start_refresher(lock);
+  return it->second;
 }
 
 void CacheCore::start_refresher(std::unique_lock<std::mutex>& lock) {
   (void)lock;  // held by the caller
   if (started || stopping.load()) return;
   started = true;
+  exited = false;
   refresher = std::thread([this] { run(); });
+}
+
+void CacheCore::resume() {
+  std::unique_lock lock(mutex);
+  start_refresher(lock);
+}
+
+// The refresher, and any thread waiting for it, were the parent's. Its std::thread is
+// forgotten (destroying it would terminate the program, joining it would wait forever) and the
+// condition variables are made anew (see CacheEntry::after_fork_in_child); resume() or the
+// next schedule() starts a refresher of the child's own. A renewal it was running is the
+// entry's business (its flight is forgotten there).
+void CacheCore::after_fork_in_child() {
+  if (refresher.joinable()) new (&refresher) std::thread();
+  new (&wakeup) std::condition_variable();
+  new (&acknowledged) std::condition_variable();
+  started = false;
+  sleeping = false;
+  exited = false;
+  planned_wake = SystemTime::max();
+  error_mutex.unlock();
+  mutex.unlock();
 }
 
 void CacheCore::schedule(SystemTime when) {
@@ -513,6 +653,8 @@ void CacheCore::schedule(SystemTime when) {
 }
 
 void CacheCore::run() {
+  // Renewals run under the cache's cancellation: shutdown() ends one in flight at once.
+  const ScopedCancellation cancellable(cancellation);
   std::unique_lock lock(mutex);
   while (!stopping.load()) {
     const std::uint64_t seen = wake_requests;
@@ -553,15 +695,18 @@ void CacheCore::run() {
 void CacheCore::shutdown() {
   std::unique_lock lock(mutex);
   stopping.store(true);
+  // A renewal in flight ends within about a second (its transfer observes the cancellation)
+  // instead of running to its deadline: exit() must not wait for a hung endpoint.
+  cancellation->cancel();
   if (started) {
     while (!exited) {
-      if (system_clock) {
-        wakeup.notify_all();
-      } else if (sleeping) {
-        lock.unlock();
-        clock->wake_all();
-        lock.lock();
-      }
+      if (system_clock) wakeup.notify_all();
+      // Wakes the refresher's own sleep (other clocks), and a renewal waiting between two
+      // attempts on its source's clock: usually the process's, or the cache's in tests.
+      lock.unlock();
+      clock->wake_all();
+      if (!system_clock) Clock::system()->wake_all();
+      lock.lock();
       acknowledged.wait_for(lock, milliseconds{1}, [&] { return exited; });
     }
     lock.unlock();

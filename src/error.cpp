@@ -40,6 +40,8 @@ std::string_view to_string(ErrorCode code) noexcept {
       return "unsupported";
     case ErrorCode::kCallback:
       return "callback";
+    case ErrorCode::kCancelled:
+      return "cancelled";
   }
   return "unknown";
 }

@@ -102,9 +102,10 @@ std::string describe_outcome(int status, const std::string& error) {
   return error.empty() ? std::string("transport error") : error;
 }
 
-// Sleeps through the Clock until `until`, riding out wake_all() calls meant for other sleepers.
+// Sleeps through the Clock until `until`, riding out wake_all() calls meant for other sleepers,
+// unless this thread's exchanges are cancelled (then the next attempt ends the loop at once).
 void sleep_through(Clock& clock, SteadyTime until) {
-  while (clock.steady_now() < until) clock.sleep_until(until);
+  while (clock.steady_now() < until && !ScopedCancellation::requested()) clock.sleep_until(until);
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "azkms/error.hpp"
+#include "azkms/http.hpp"
 #include "azkms/log.hpp"
 
 namespace azkms {
@@ -317,13 +318,109 @@ TEST_F(CacheTest, OneHourTokensAreRenewedSixMinutesBeforeExpiry) {
   EXPECT_EQ(text(handle.get(far())), "secret-fake-2");
 }
 
+// The error a call throws, or a test failure when it returns.
+template <class Call>
+Error error_of(Call call) {
+  try {
+    call();
+  } catch (const Error& error) {
+    return error;
+  }
+  ADD_FAILURE() << "expected an Error";
+  return Error(ErrorCode::kConfiguration, "none thrown");
+}
+
 TEST_F(CacheTest, ATokenWithAMinuteOrLessIsHandedOutButNotReused) {
   source->set_lifetime(seconds{45});
   auto cache = make_cache();
   TokenHandle handle = cache->handle(source);
   EXPECT_EQ(text(handle.get(far())), "secret-fake-1");
+  // Not reused, and not fetched again at once either: such an endpoint is backed off from
+  // like a failing one.
+  const Error error = error_of([&] { handle.get(far()); });
+  EXPECT_EQ(error.code(), ErrorCode::kMalformedResponse) << error.what();
+  EXPECT_NE(std::string(error.what()).find("expires in 45 s"), std::string::npos) << error.what();
+  EXPECT_EQ(source->calls(), 1);
+  clock->advance(seconds{1});
   EXPECT_EQ(text(handle.get(far())), "secret-fake-2");
   EXPECT_EQ(source->calls(), 2);
+}
+
+TEST_F(CacheTest, ShortLivedTokensNeverTurnEveryCallIntoAnUpstreamRequest) {
+  source->set_lifetime(seconds{45});
+  auto cache = make_cache();
+  TokenHandle handle = cache->handle(source);
+  int tokens = 0;
+  std::uint64_t errors = 0;
+  // 200 calls over 20 s.
+  for (int call = 0; call < 200; ++call) {
+    try {
+      handle.get(far());
+      ++tokens;
+    } catch (const Error& error) {
+      ++errors;
+      EXPECT_EQ(error.code(), ErrorCode::kMalformedResponse) << error.what();
+    }
+    clock->advance(std::chrono::milliseconds{100});
+  }
+  // Fetches at 0 s and after each backoff window (1, 2, 4, 8 s), not 200.
+  EXPECT_LE(source->calls(), 6);
+  EXPECT_GE(source->calls(), 2);       // and the endpoint is asked again, as after a failure
+  EXPECT_EQ(tokens, source->calls());  // each fetch's caller got its token
+  EXPECT_EQ(handle.stats().errors_from_backoff, errors);
+  EXPECT_EQ(handle.stats().upstream_requests, static_cast<std::uint64_t>(source->calls()));
+}
+
+TEST_F(CacheTest, CallersThatWaitedForAShortLivedTokenAllGetIt) {
+  source->set_lifetime(seconds{45});
+  source->hold();
+  auto cache = make_cache();
+  TokenHandle handle = cache->handle(source);
+  std::vector<std::future<std::string>> callers;
+  for (int i = 0; i < 3; ++i) {
+    callers.push_back(std::async(std::launch::async, [&] { return text(handle.get(far())); }));
+  }
+  ASSERT_TRUE(eventually([&] { return source->in_flight() == 1 && handle.stats().waiting == 2; }));
+  source->release();
+  for (auto& caller : callers) {
+    ASSERT_TRUE(finishes(caller));
+    EXPECT_EQ(caller.get(), "secret-fake-1");
+  }
+  EXPECT_THROW(handle.get(far()), Error);  // the next caller: backoff, no request
+  EXPECT_EQ(source->calls(), 1);
+}
+
+TEST_F(CacheTest, AShortLivedRenewalKeepsTheCurrentTokenAndIsRetriedLater) {
+  auto cache = make_cache();
+  TokenHandle handle = cache->handle(source);
+  EXPECT_EQ(text(handle.get(far())), "secret-fake-1");
+  EXPECT_EQ(events.next().kind, CacheEvent::Kind::kFetched);
+  source->set_lifetime(seconds{45});
+  clock->advance(minutes{54});  // the renewal is due
+  const CacheEvent failed = events.next();
+  EXPECT_EQ(failed.kind, CacheEvent::Kind::kRefreshFailed);
+  EXPECT_NE(failed.error.find("expires in 45 s"), std::string::npos) << failed.error;
+  EXPECT_EQ(text(handle.get(far())), "secret-fake-1");
+  EXPECT_EQ(handle.stats().refresh_failures, 1u);
+  ASSERT_TRUE(failed.next_attempt.has_value());
+  // The endpoint's tokens are long again: the next try replaces the token.
+  source->set_lifetime(hours{1});
+  clock->advance(*failed.next_attempt - clock->now());
+  EXPECT_EQ(events.next().kind, CacheEvent::Kind::kFetched);
+  EXPECT_EQ(text(handle.get(far())), "secret-fake-3");
+}
+
+TEST_F(CacheTest, ATokenExpiredOnArrivalIsAnErrorEvenForItsFetcher) {
+  source->set_lifetime(seconds{0});  // expires_in: 0
+  auto cache = make_cache();
+  TokenHandle handle = cache->handle(source);
+  const Error error = error_of([&] { handle.get(far()); });
+  EXPECT_EQ(error.code(), ErrorCode::kMalformedResponse) << error.what();
+  EXPECT_NE(std::string(error.what()).find("already expired"), std::string::npos) << error.what();
+  EXPECT_EQ(std::string(error.what()).find("secret-fake"), std::string::npos) << error.what();
+  EXPECT_THROW(handle.get(far()), Error);
+  EXPECT_EQ(source->calls(), 1);
+  EXPECT_EQ(handle.stats().errors_from_backoff, 1u);
 }
 
 TEST_F(CacheTest, NoTokenIsServedWithAMinuteOrLessLeft) {
@@ -712,6 +809,39 @@ TEST_F(CacheTest, DestroyingTheCacheStopsTheRefresherAndHandlesStillWork) {
   EXPECT_EQ(text(handle.get(far())), "secret-fake-1");
   clock->advance(minutes{5});
   EXPECT_EQ(text(handle.get(far())), "secret-fake-2");
+}
+
+TEST_F(CacheTest, DestroyingTheCacheCancelsARenewalInFlight) {
+  // Like an HTTP source, whose exchange ends when the refresher's fetch is cancelled.
+  std::atomic<int> calls{0};
+  std::atomic<bool> renewing{false};
+  std::atomic<bool> saw_cancellation{false};
+  auto cancellable = make_callback_source([&](const TokenRequest&, Deadline) -> AccessToken {
+    if (calls++ == 0) {
+      AccessToken token;
+      token.token = Secret("secret-first");
+      token.expires_on = clock->now() + hours{1};
+      return token;
+    }
+    renewing = true;
+    for (int i = 0; i < 20'000 && !ScopedCancellation::requested(); ++i) {
+      std::this_thread::sleep_for(1ms);
+    }
+    saw_cancellation = ScopedCancellation::requested();
+    throw Error(ErrorCode::kCancelled, "renewal cancelled");
+  });
+  auto cache = make_cache();
+  TokenHandle handle = cache->handle(cancellable);
+  EXPECT_EQ(text(handle.get(far())), "secret-first");
+  clock->advance(minutes{54});
+  ASSERT_TRUE(eventually([&] { return renewing.load(); }));
+  auto destroyed = std::async(std::launch::async, [&] { cache.reset(); });
+  ASSERT_TRUE(finishes(destroyed));
+  EXPECT_TRUE(saw_cancellation.load());
+  // Not the endpoint's failure: nothing is counted, and the token is still served.
+  EXPECT_EQ(handle.stats().refresh_failures, 0u);
+  EXPECT_EQ(handle.stats().last_error, "");
+  EXPECT_EQ(text(handle.get(far())), "secret-first");
 }
 
 TEST_F(CacheTest, CachedTokenSourceComposes) {

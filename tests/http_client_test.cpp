@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -147,6 +148,78 @@ class ClosedPort {
  private:
   int fd_ = -1;
   int port_ = 0;
+};
+
+// A loopback server speaking raw bytes: for answers no HTTP library would send. Each
+// connection's request is read up to its blank line, then `answer` is written and the
+// connection closed; an empty answer means never answering (the connection stays open until
+// the server is destroyed).
+class RawServer {
+ public:
+  explicit RawServer(std::string answer) : answer_(std::move(answer)) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
+        ::listen(fd_, 16) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      throw std::runtime_error("cannot listen on loopback");
+    }
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~RawServer() {
+    stopping_ = true;
+    ::shutdown(fd_, SHUT_RDWR);  // wakes accept()
+    thread_.join();
+    for (int fd : held_) ::close(fd);
+    ::close(fd_);
+  }
+  RawServer(const RawServer&) = delete;
+  RawServer& operator=(const RawServer&) = delete;
+
+  std::string url(const std::string& path = "/") const {
+    return "http://127.0.0.1:" + std::to_string(port_) + path;
+  }
+  int connections() const { return connections_.load(); }
+
+ private:
+  void serve() {
+    while (!stopping_) {
+      const int client = ::accept(fd_, nullptr, nullptr);
+      if (client < 0) return;
+      ++connections_;
+      std::string request;
+      char buffer[4096];
+      while (request.find("\r\n\r\n") == std::string::npos) {
+        const ssize_t n = ::recv(client, buffer, sizeof buffer, 0);
+        if (n <= 0) break;
+        request.append(buffer, static_cast<std::size_t>(n));
+      }
+      if (answer_.empty()) {
+        held_.push_back(client);
+        continue;
+      }
+      std::size_t sent = 0;
+      while (sent < answer_.size()) {
+        const ssize_t n =
+            ::send(client, answer_.data() + sent, answer_.size() - sent, MSG_NOSIGNAL);
+        if (n <= 0) break;
+        sent += static_cast<std::size_t>(n);
+      }
+      ::close(client);
+    }
+  }
+
+  std::string answer_;
+  int fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stopping_{false};
+  std::atomic<int> connections_{0};
+  std::vector<int> held_;  // touched by the server thread only, until it is joined
+  std::thread thread_;
 };
 
 // One self-signed certificate pair for the whole binary (RSA key generation is the slow part).
@@ -496,6 +569,83 @@ TEST(HttpClient, RequestsThatCannotBeSentAreConfigurationErrors) {
   const Error e = expect_error([&] { client->send(injected, {}); });
   EXPECT_EQ(e.code(), ErrorCode::kConfiguration) << e.what();
   EXPECT_EQ(std::string(e.what()).find(kSecret), std::string::npos) << e.what();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Answers that are not HTTP, or not of a sane size
+
+TEST(HttpClient, AnAnswerWithoutAStatusLineIsAMalformedResponse) {
+  // libcurl calls this HTTP/0.9 and refuses it. Nothing in the request was wrong: whatever
+  // listens there does not speak HTTP.
+  RawServer server("SSH-2.0-OpenSSH_9.2\r\nnot an HTTP server\r\n");
+  auto client = make_curl_http_client();
+  const Error e = expect_error([&] { client->send(get(server.url("/token")), with_timeout(5s)); });
+  EXPECT_EQ(e.code(), ErrorCode::kMalformedResponse) << e.what();
+  EXPECT_NE(std::string(e.what()).find("not HTTP"), std::string::npos) << e.what();
+}
+
+TEST(HttpClient, AHeaderOverLibcurlsLimitIsAResponseTooLarge) {
+  // One 200 KiB header line: libcurl 7.x gives up with "out of memory".
+  RawServer server("HTTP/1.1 200 OK\r\nX-Filler: " + std::string(200 * 1024, 'a') +
+                   "\r\nContent-Length: 2\r\n\r\n{}");
+  auto client = make_curl_http_client();
+  const Error e = expect_error([&] { client->send(get(server.url()), with_timeout(5s)); });
+  EXPECT_EQ(e.code(), ErrorCode::kResponseTooLarge) << e.what();
+  EXPECT_NE(std::string(e.what()).find("headers"), std::string::npos) << e.what();
+}
+
+TEST(HttpClient, ManyHeadersOverTheTotalLimitAreAResponseTooLarge) {
+  // Each line is small; together they are far more than any identity endpoint sends.
+  std::string answer = "HTTP/1.1 200 OK\r\n";
+  for (int i = 0; i < 4000; ++i)
+    answer += "X-Filler-" + std::to_string(i) + ": " + std::string(40, 'b') + "\r\n";
+  answer += "Content-Length: 2\r\n\r\n{}";
+  RawServer server(answer);
+  auto client = make_curl_http_client();
+  const Error e = expect_error([&] { client->send(get(server.url()), with_timeout(5s)); });
+  EXPECT_EQ(e.code(), ErrorCode::kResponseTooLarge) << e.what();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cancellation
+
+TEST(HttpClient, ACancelledExchangeEndsWithoutWaitingForTheAnswer) {
+  RawServer silent("");  // accepts, never answers
+  auto client = make_curl_http_client();
+  auto cancellation = std::make_shared<Cancellation>();
+  HttpOptions options = with_timeout(60s);
+  options.cancellation = cancellation;
+  auto outcome = std::async(std::launch::async, [&] {
+    return expect_error([&] { client->send(get(silent.url()), options); });
+  });
+  while (silent.connections() == 0) std::this_thread::sleep_for(1ms);
+  cancellation->cancel();
+  // Bounded wait: without cancellation the exchange would last its 60 s budget.
+  ASSERT_EQ(outcome.wait_for(20s), std::future_status::ready);
+  const Error e = outcome.get();
+  EXPECT_EQ(e.code(), ErrorCode::kCancelled) << e.what();
+  // Nothing starts once cancelled.
+  const Error again = expect_error([&] { client->send(get(silent.url()), options); });
+  EXPECT_EQ(again.code(), ErrorCode::kCancelled) << again.what();
+  EXPECT_EQ(silent.connections(), 1);
+}
+
+TEST(HttpClient, AScopedCancellationReachesExchangesOnItsThreadOnly) {
+  RawServer silent("");
+  auto client = make_curl_http_client();
+  auto cancellation = std::make_shared<Cancellation>();
+  auto outcome = std::async(std::launch::async, [&] {
+    const ScopedCancellation scope(cancellation);
+    return expect_error([&] { client->send(get(silent.url()), with_timeout(60s)); });
+  });
+  while (silent.connections() == 0) std::this_thread::sleep_for(1ms);
+  cancellation->cancel();
+  ASSERT_EQ(outcome.wait_for(20s), std::future_status::ready);
+  EXPECT_EQ(outcome.get().code(), ErrorCode::kCancelled);
+  EXPECT_FALSE(ScopedCancellation::requested());  // this thread has no scope
+  // Another thread's exchange does not see it.
+  RawServer ok("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+  EXPECT_EQ(client->send(get(ok.url()), with_timeout(5s)).body, "ok");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -55,6 +55,7 @@ typedef enum {
   AZKMS_ERROR_KEY_VAULT = 15,
   AZKMS_ERROR_UNSUPPORTED = 16,
   AZKMS_ERROR_CALLBACK = 17,
+  AZKMS_ERROR_CANCELLED = 18,
   AZKMS_ERROR_INTERNAL = 100 /* an unexpected failure (e.g. out of memory) */
 } azkms_error_code_t;
 

@@ -10,7 +10,12 @@
 // The rules, all timed by the injected Clock (CacheOptions::clock):
 //
 //  - Usable. A token is handed out only while more than `min_remaining` (default one
-//    minute, the MongoDB specification's rule) is left before it expires.
+//    minute, the MongoDB specification's rule) is left before it expires. A token that
+//    arrives with no more than that left goes to the callers that waited for it (unless it
+//    has expired already), and then counts as a failure of the endpoint: a renewal keeps the
+//    current token and retries later, and without a usable token the fail-fast window below
+//    applies (kMalformedResponse), so that short-lived answers never turn every call into an
+//    upstream request.
 //  - Renewal time (plan_renewal()): the endpoint's refresh_in when it gave one; otherwise
 //    half the lifetime for tokens living `half_life_from` (2 h) or more; otherwise
 //    `renewal_margin` (5 min) before the token stops being usable, or halfway through the
@@ -42,9 +47,16 @@
 // Lifetimes: a TokenHandle keeps its entry (and the source) alive and stays safe to use
 // after its TokenCache is destroyed; without the refresher it then renews only when a
 // caller finds no usable token. The destructor of TokenCache stops the refresher at once
-// when it is idle, or after the fetch it is running returns (a source honours its deadline,
-// `refresh_timeout`). Tokens stay in memory while a thread's slot refers to them (until the
-// thread's slot is reused or the thread exits), even after invalidate().
+// when it is idle, and cancels a renewal it is running (see ScopedCancellation in http.hpp:
+// an HTTP exchange ends within about a second, a wait between retries on the process clock
+// at once), so that exit() never waits for a hung endpoint. Tokens stay in memory while a
+// thread's slot refers to them (until the thread's slot is reused or the thread exits), even
+// after invalidate().
+//
+// fork(): a child keeps the tokens its parent cached (they are for the same identities) but
+// nothing of the parent's threads: a fetch a parent thread was running is forgotten (the
+// child's next caller fetches its own), and the child starts a refresher of its own on its
+// first call that finds no token in its thread's slot.
 #pragma once
 
 #include <chrono>

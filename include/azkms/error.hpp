@@ -29,6 +29,7 @@ enum class ErrorCode {
   kKeyVault,             // data key store (file or MongoDB collection) failed
   kUnsupported,          // feature not available with the libraries at hand
   kCallback,             // a user-supplied token callback failed
+  kCancelled,            // abandoned because its owner stopped it (a TokenCache being destroyed)
 };
 
 // Stable lower-case name, e.g. "http_status". Programs and the CLI's --json output use it.

@@ -2,6 +2,7 @@
 // without a socket, and the real client (libcurl) sends it.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -47,6 +48,39 @@ struct HttpResponse {
   [[nodiscard]] std::optional<std::string> header(std::string_view name) const;
 };
 
+// Lets one thread stop the exchanges another is running: once cancel() is called, an exchange
+// that observes it is abandoned within about a second (ErrorCode::kCancelled), and none
+// starts. A TokenCache cancels its refresher's renewal this way when it is destroyed.
+class Cancellation {
+ public:
+  void cancel() noexcept { cancelled_.store(true, std::memory_order_release); }
+  [[nodiscard]] bool cancelled() const noexcept {
+    return cancelled_.load(std::memory_order_acquire);
+  }
+
+ private:
+  std::atomic<bool> cancelled_{false};
+};
+
+// While it lives (and no inner scope replaces it), every exchange the calling thread runs through
+// the libcurl client, and the retry loop's waits between attempts, also observe `cancellation`. For
+// code that cannot reach the HttpOptions: a TokenCache calls TokenSource::fetch(), which builds its
+// own.
+class ScopedCancellation {
+ public:
+  explicit ScopedCancellation(std::shared_ptr<const Cancellation> cancellation);
+  ~ScopedCancellation();
+  ScopedCancellation(const ScopedCancellation&) = delete;
+  ScopedCancellation& operator=(const ScopedCancellation&) = delete;
+
+  // True when the calling thread's innermost scope has been cancelled.
+  [[nodiscard]] static bool requested() noexcept;
+
+ private:
+  std::shared_ptr<const Cancellation> cancellation_;
+  const Cancellation* outer_;
+};
+
 struct HttpOptions {
   // Budget for this one exchange (connect + send + full response). The caller computes it
   // from its own deadline and the per-attempt timeout.
@@ -61,6 +95,8 @@ struct HttpOptions {
   // Extra trust anchors (PEM file) in addition to the system store, for the local Key Vault
   // emulator. Verification stays on.
   std::string ca_file;
+  // When set and cancelled, the exchange is abandoned (see Cancellation).
+  std::shared_ptr<const Cancellation> cancellation;
 };
 
 // Counters a client may keep; the libcurl client does (tests use them to show reuse).
@@ -69,9 +105,11 @@ struct HttpClientStats {
   std::uint64_t connections_opened = 0;  // new TCP connections (the rest were reused)
 };
 
-// Thrown errors: ErrorCode::kTimeout, kConnection, kTls, kRedirect, kResponseTooLarge, and
-// kConfiguration for a request that cannot be sent as given (bad URL, scheme other than
-// http/https, a header value with a line break, a malformed pin, a pin on plain http).
+// Thrown errors: ErrorCode::kTimeout, kConnection, kTls, kRedirect, kResponseTooLarge (also
+// for headers over the limits), kMalformedResponse (an answer that is not HTTP at all),
+// kCancelled, and kConfiguration for a request that cannot be sent as given (bad URL, scheme
+// other than http/https, a header value with a line break, a malformed pin, a pin on plain
+// http).
 // Any HTTP status other than a redirect is a response, not an error: policy belongs to the
 // caller. Implementations must be safe to call from many threads at once.
 class HttpClient {
@@ -85,7 +123,9 @@ class HttpClient {
 // link-local hosts, verifies TLS always (or checks the pin), TLS 1.2 at least.
 // Each client keeps its own idle connections (a pool of libcurl handles), so connections are
 // reused across the requests of one client: create one and share it, or use
-// default_http_client(). Destroying a client closes its idle connections.
+// default_http_client(). Destroying a client closes its idle connections. A child process
+// created by fork() never uses a connection or handle of its parent: the child's first
+// exchange opens a new connection.
 std::shared_ptr<HttpClient> make_curl_http_client();
 
 // One libcurl client for the whole process, created on first use and never destroyed (so

@@ -18,11 +18,21 @@
 //   only the host name check is off, because the cluster certificate rarely names the node.
 //   Pinned exchanges never reuse a connection or a TLS session: a resumed session skips the
 //   certificate, and another request pinned to another thumbprint must not inherit this one.
+// - fork(): every socket a client opens goes through its open/close socket callbacks, so the
+//   client knows them all. In a child (fork_safety.hpp) the pool's handles are forgotten and
+//   those sockets closed; see after_fork_in_child() for why the handles are not cleaned up.
+// - Cancellation: a progress callback, which libcurl calls at least once a second even when
+//   nothing arrives, ends the transfer once the exchange's Cancellation is set.
+// - Header sizes: libcurl refuses one header line over 100 KiB (as "out of memory"); the header
+//   callback caps the total, which libcurl 7.x does not.
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -39,6 +49,7 @@
 #include "azkms/error.hpp"
 #include "azkms/http.hpp"
 #include "azkms/log.hpp"
+#include "fork_safety.hpp"
 #include "http/proxy_bypass.hpp"
 #include "redaction.hpp"
 #include "text.hpp"
@@ -47,6 +58,12 @@ namespace azkms {
 namespace {
 
 constexpr std::size_t kMaxIdleHandles = 16;
+// All header lines of one answer together. Identity endpoints and Key Vault send a few hundred
+// bytes of headers; libcurl 7.x limits each line (100 KiB) but not how many lines come.
+constexpr std::size_t kMaxHeaderBytes = 64u * 1024;
+
+// The innermost ScopedCancellation of each thread.
+thread_local const Cancellation* t_scoped_cancellation = nullptr;
 
 int ssl_ctx_ex_index() {
   static const int index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
@@ -143,8 +160,15 @@ struct Transfer {
   std::size_t max_bytes = 0;
   bool head = false;  // a HEAD answer's Content-Length describes a body that never comes
   HttpResponse response;
+  std::size_t header_bytes = 0;
+  bool headers_done = false;  // the final (non-1xx) header block has ended
+  // Observed by the progress callback; null when not set.
+  const Cancellation* cancellation = nullptr;
+  const Cancellation* scoped_cancellation = nullptr;
   // Why the transfer was aborted by us, if it was.
   bool too_large = false;
+  bool headers_too_large = false;
+  bool cancelled = false;
   std::string declared_length;  // set when refused on Content-Length
   bool redirect = false;
   std::string location;
@@ -154,9 +178,19 @@ struct Transfer {
   bool pin_mismatch = false;
 };
 
+bool cancellation_requested(const Transfer& t) {
+  return (t.cancellation != nullptr && t.cancellation->cancelled()) ||
+         (t.scoped_cancellation != nullptr && t.scoped_cancellation->cancelled());
+}
+
 size_t on_header(char* data, size_t size, size_t count, void* user) {
   auto& t = *static_cast<Transfer*>(user);
   const size_t n = size * count;
+  t.header_bytes += n;
+  if (t.header_bytes > kMaxHeaderBytes) {
+    t.headers_too_large = true;
+    return 0;
+  }
   const std::string_view line(data, n);
   const std::string_view content = trim(line);
   if (line.starts_with("HTTP/")) {
@@ -180,6 +214,7 @@ size_t on_header(char* data, size_t size, size_t count, void* user) {
       t.redirect = true;
       return 0;
     }
+    if (t.response.status >= 200) t.headers_done = true;
     return n;
   }
   if ((line.front() == ' ' || line.front() == '\t') && !t.response.headers.empty()) {
@@ -216,6 +251,13 @@ size_t on_body(char* data, size_t size, size_t count, void* user) {
   }
   t.response.body.append(data, n);
   return n;
+}
+
+int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  auto& t = *static_cast<Transfer*>(user);
+  if (!cancellation_requested(t)) return 0;
+  t.cancelled = true;
+  return 1;  // CURLE_ABORTED_BY_CALLBACK
 }
 
 int verify_pinned(int preverify_ok, X509_STORE_CTX* store) {
@@ -273,8 +315,13 @@ ErrorCode classify(CURLcode rc) {
     case CURLE_FILESIZE_EXCEEDED:
       return ErrorCode::kResponseTooLarge;
     case CURLE_URL_MALFORMAT:
-    case CURLE_UNSUPPORTED_PROTOCOL:
       return ErrorCode::kConfiguration;
+    case CURLE_UNSUPPORTED_PROTOCOL:
+      // The URL's scheme was checked before sending, so here this is libcurl refusing an
+      // answer without a status line ("Received HTTP/0.9 when not allowed"): something that
+      // does not speak HTTP answered. It says the same thing on every attempt, so it is not a
+      // transport error worth retrying but a malformed response.
+      return ErrorCode::kMalformedResponse;
     default:
       return ErrorCode::kConnection;
   }
@@ -288,6 +335,9 @@ std::string next_step(ErrorCode code) {
       return "check the endpoint's certificate and the trust store (or the configured pin)";
     case ErrorCode::kConnection:
       return "check that the identity endpoint is running and reachable from this host";
+    case ErrorCode::kMalformedResponse:
+      return "the answer was not HTTP: something other than an identity endpoint is probably "
+             "listening at this address";
     default:
       return "check the endpoint address";
   }
@@ -303,9 +353,10 @@ struct SlistDeleter {
 };
 using SlistPtr = std::unique_ptr<curl_slist, SlistDeleter>;
 
-class CurlHttpClient final : public HttpClient {
+class CurlHttpClient final : public HttpClient, private detail::ForkAware {
  public:
   CurlHttpClient() { global_init(); }
+  ~CurlHttpClient() = default;  // fork_registration_ goes first, then the idle handles
 
   CurlHttpClient(const CurlHttpClient&) = delete;
   CurlHttpClient& operator=(const CurlHttpClient&) = delete;
@@ -330,6 +381,11 @@ class CurlHttpClient final : public HttpClient {
     Transfer t;
     t.max_bytes = options.max_response_bytes;
     t.head = request.method == "HEAD";
+    t.cancellation = options.cancellation.get();
+    t.scoped_cancellation = t_scoped_cancellation;
+    if (cancellation_requested(t)) {
+      throw Error(ErrorCode::kCancelled, what + " was cancelled before it was sent");
+    }
     if (options.pinned_sha1_thumbprint) {
       auto pin = normalize_sha1_thumbprint(*options.pinned_sha1_thumbprint);
       if (!pin) {
@@ -386,6 +442,16 @@ class CurlHttpClient final : public HttpClient {
     curl_easy_setopt(h, CURLOPT_HEADERDATA, &t);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &t);
+    // Connections keep these two for life, even across curl_easy_reset().
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, this);
+    curl_easy_setopt(h, CURLOPT_CLOSESOCKETFUNCTION, close_socket);
+    curl_easy_setopt(h, CURLOPT_CLOSESOCKETDATA, this);
+    if (t.cancellation != nullptr || t.scoped_cancellation != nullptr) {
+      curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+      curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+      curl_easy_setopt(h, CURLOPT_XFERINFODATA, &t);
+    }
     if (http_detail::bypasses_proxy(parsed->host)) {
       curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
     }
@@ -437,6 +503,11 @@ class CurlHttpClient final : public HttpClient {
                                   std::memory_order_relaxed);
     release(std::move(handle));
 
+    if (t.cancelled) {
+      throw Error(ErrorCode::kCancelled, what + " was cancelled after " +
+                                             std::to_string(elapsed.count()) +
+                                             " ms, before the answer was complete");
+    }
     if (t.redirect || (rc == CURLE_OK && status >= 300 && status < 400)) {
       std::string message = what + " answered " + std::to_string(status) + " (a redirect";
       if (const auto target = describe_location(t.location); !target.empty()) {
@@ -455,6 +526,15 @@ class CurlHttpClient final : public HttpClient {
                  " bytes; identity responses are small (a few kilobytes), so something other "
                  "than an identity endpoint is probably answering at this address";
       throw Error(ErrorCode::kResponseTooLarge, std::move(message));
+    }
+    // libcurl 7.x reports a single header line over its 100 KiB limit as "out of memory".
+    if (t.headers_too_large || (rc == CURLE_OUT_OF_MEMORY && !t.headers_done)) {
+      throw Error(ErrorCode::kResponseTooLarge,
+                  what + ": the response headers are over the limit (" +
+                      (t.headers_too_large ? std::to_string(kMaxHeaderBytes) + " bytes in all"
+                                           : std::string("100 KiB for one header")) +
+                      "); identity endpoints send a few hundred bytes of headers, so something "
+                      "other than an identity endpoint is probably answering at this address");
     }
     if (t.pin_mismatch) {
       throw Error(ErrorCode::kTls, what + ": certificate thumbprint " + t.presented_thumbprint +
@@ -520,14 +600,92 @@ class CurlHttpClient final : public HttpClient {
     // Options only (they point into the finished exchange); idle connections, the TLS session
     // cache and the DNS cache stay with the handle.
     curl_easy_reset(h.get());
+    EasyPtr surplus;  // cleaned up below, outside the lock: its sockets close through it
     std::lock_guard lock(mutex_);
-    if (idle_.size() < kMaxIdleHandles) idle_.push_back(std::move(h));
+    if (idle_.size() < kMaxIdleHandles) {
+      idle_.push_back(std::move(h));
+    } else {
+      surplus = std::move(h);
+    }
   }
 
-  std::mutex mutex_;
+  // ---- sockets, known so that a child can close its copies --------------------------------
+
+  struct OpenSocket {
+    curl_socket_t fd;
+    dev_t device;  // with the inode, tells this socket from a later one with the same number
+    ino_t inode;
+  };
+
+  static curl_socket_t open_socket(void* client, curlsocktype purpose, curl_sockaddr* address) {
+    if (purpose != CURLSOCKTYPE_IPCXN) return CURL_SOCKET_BAD;
+    // Close-on-exec too: a program this process starts must not inherit identity connections.
+    const int fd = ::socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+    if (fd < 0) return CURL_SOCKET_BAD;
+    struct stat st {};
+    if (::fstat(fd, &st) == 0) {
+      auto* self = static_cast<CurlHttpClient*>(client);
+      try {
+        std::lock_guard lock(self->mutex_);
+        self->sockets_.push_back({fd, st.st_dev, st.st_ino});
+      } catch (...) {
+        ::close(fd);
+        return CURL_SOCKET_BAD;
+      }
+    }
+    return fd;
+  }
+
+  static int close_socket(void* client, curl_socket_t fd) {
+    auto* self = static_cast<CurlHttpClient*>(client);
+    {
+      // Forgotten before it is closed: a fork in between leaves the child an open descriptor
+      // it does not know about (harmless), never a known one that is by then something else.
+      std::lock_guard lock(self->mutex_);
+      auto& list = self->sockets_;
+      list.erase(std::remove_if(list.begin(), list.end(),
+                                [fd](const OpenSocket& s) { return s.fd == fd; }),
+                 list.end());
+    }
+    return ::close(fd);
+  }
+
+  // ---- fork --------------------------------------------------------------------------------
+
+  void before_fork() override { mutex_.lock(); }
+  void after_fork_in_parent() override { mutex_.unlock(); }
+
+  // Every connection of this client, idle in the pool or in use by a parent thread at the
+  // fork, is the parent's: if the child sent on one, parent and child would read each other's
+  // answers (tokens for the other identity). The child starts with an empty pool.
+  //
+  // The inherited handles are forgotten, not cleaned up: curl_easy_cleanup() would shut their
+  // TLS sessions down, writing a close_notify alert into connections the parent goes on using.
+  // Their memory stays allocated in the child (as does that of the handles that parent threads
+  // were using, which nothing here can reach). Their sockets are closed: closing the child's
+  // copy of a descriptor sends nothing while the parent holds its own, and it lets a connection
+  // end when the parent closes it instead of lingering for as long as the child lives.
+  void after_fork_in_child() override {
+    for (auto& handle : idle_) (void)handle.release();
+    idle_.clear();
+    for (const auto& open : sockets_) {
+      struct stat st {};
+      if (::fstat(open.fd, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == open.device &&
+          st.st_ino == open.inode) {
+        ::close(open.fd);
+      }
+    }
+    sockets_.clear();
+    mutex_.unlock();
+  }
+
+  std::mutex mutex_;  // guards sockets_ and idle_
+  std::vector<OpenSocket> sockets_;
   std::vector<EasyPtr> idle_;
   std::atomic<std::uint64_t> requests_{0};
   std::atomic<std::uint64_t> connections_opened_{0};
+  // Last: registered once everything above exists, unregistered before any of it goes.
+  detail::ForkRegistration fork_registration_{*this};
 };
 
 }  // namespace
@@ -567,6 +725,17 @@ bool bypasses_proxy(std::string_view host_text) {
 }  // namespace http_detail
 
 std::shared_ptr<HttpClient> make_curl_http_client() { return std::make_shared<CurlHttpClient>(); }
+
+ScopedCancellation::ScopedCancellation(std::shared_ptr<const Cancellation> cancellation)
+    : cancellation_(std::move(cancellation)), outer_(t_scoped_cancellation) {
+  if (cancellation_) t_scoped_cancellation = cancellation_.get();
+}
+
+ScopedCancellation::~ScopedCancellation() { t_scoped_cancellation = outer_; }
+
+bool ScopedCancellation::requested() noexcept {
+  return t_scoped_cancellation != nullptr && t_scoped_cancellation->cancelled();
+}
 
 std::shared_ptr<HttpClient> default_http_client() {
   static auto* const instance = new std::shared_ptr<HttpClient>(make_curl_http_client());
