@@ -263,40 +263,58 @@ std::string_view trimmed(std::string_view text) {
   return text;
 }
 
+// Secrets and their pieces are wiped from memory when no longer needed, as Secret does.
+void wipe(std::vector<std::uint64_t>& windows) {
+  if (windows.capacity() > 0) {
+    OPENSSL_cleanse(windows.data(), windows.capacity() * sizeof(std::uint64_t));
+  }
+  windows.clear();
+}
+
+void wipe(std::string& text) {
+  if (text.capacity() > 0) OPENSSL_cleanse(text.data(), text.capacity());
+  text.clear();
+}
+
 }  // namespace
 
 // ---- SecretPieces -----------------------------------------------------------------------
 
 SecretPieces::~SecretPieces() {
-  if (!windows_.empty()) {
-    OPENSSL_cleanse(windows_.data(), windows_.size() * sizeof(std::uint64_t));
-  }
-  for (auto& form : short_forms_) OPENSSL_cleanse(form.data(), form.size());
+  wipe(windows_);
+  for (auto& form : short_forms_) wipe(form);
 }
 
 void SecretPieces::add(std::string_view secret) {
   if (secret.size() < kShortest) return;
-  for (const std::string& form :
-       {std::string(secret), percent_encoded(secret, false), percent_encoded(secret, true),
-        percent_decoded(secret), json_escaped(secret, false), json_escaped(secret, true),
-        printable_text(std::string(secret))}) {
-    add_form(form);
-  }
-  std::sort(windows_.begin(), windows_.end());
-  windows_.erase(std::unique(windows_.begin(), windows_.end()), windows_.end());
-}
-
-void SecretPieces::add_form(std::string_view form) {
-  if (form.size() < kShortest) return;
-  if (form.size() < kWindow) {
-    if (std::find(short_forms_.begin(), short_forms_.end(), form) == short_forms_.end()) {
-      short_forms_.emplace_back(form);
+  std::vector<std::string> forms{std::string(secret),
+                                 percent_encoded(secret, false),
+                                 percent_encoded(secret, true),
+                                 percent_decoded(secret),
+                                 json_escaped(secret, false),
+                                 json_escaped(secret, true),
+                                 printable_text(std::string(secret))};
+  std::size_t count = windows_.size();
+  for (const auto& form : forms) count += form.size() >= kWindow ? form.size() - kWindow + 1 : 0;
+  // A new buffer of the final size, so that no copy of the windows is left behind unwiped.
+  std::vector<std::uint64_t> grown;
+  grown.reserve(count);
+  grown.assign(windows_.begin(), windows_.end());
+  for (auto& form : forms) {
+    if (form.size() >= kWindow) {
+      for (std::size_t i = 0; i + kWindow <= form.size(); ++i) {
+        grown.push_back(window_at(form.data() + i));
+      }
+    } else if (form.size() >= kShortest &&
+               std::find(short_forms_.begin(), short_forms_.end(), form) == short_forms_.end()) {
+      short_forms_.push_back(form);
     }
-    return;
+    wipe(form);
   }
-  for (std::size_t i = 0; i + kWindow <= form.size(); ++i) {
-    windows_.push_back(window_at(form.data() + i));
-  }
+  std::sort(grown.begin(), grown.end());
+  grown.erase(std::unique(grown.begin(), grown.end()), grown.end());
+  wipe(windows_);
+  windows_.swap(grown);
 }
 
 void SecretPieces::mark(std::string_view text, std::vector<bool>& marks) const {

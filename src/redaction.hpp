@@ -42,7 +42,6 @@ class SecretPieces {
   void mark(std::string_view text, std::vector<bool>& marks) const;
 
  private:
-  void add_form(std::string_view form);
   std::vector<std::uint64_t> windows_;    // sorted
   std::vector<std::string> short_forms_;  // 4 to 7 bytes
 };

@@ -28,7 +28,10 @@
 #include <thread>
 #include <vector>
 
+#include "azkms/crypt_session.hpp"
 #include "azkms/detect.hpp"
+#include "azkms/key_vault.hpp"
+#include "azkms/kms_providers.hpp"
 #include "azkms/log.hpp"
 #include "azkms/sources/azure_arc.hpp"
 #include "cli_runner.hpp"
@@ -350,6 +353,45 @@ TEST_F(ArcRealm, AMessageNamingItIsBoundedAndPrintable) {
           << "a control character or non-ASCII byte in: " << safe_excerpt(message, 300);
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Key Vault exchange: the token it carries, echoed back by Key Vault.
+
+TEST(KeyVaultTokenRedaction, AnErrorAboutKeyVaultsAnswerDoesNotQuoteTheToken) {
+  // Opaque, so that only knowing it (not its shape) can redact it.
+  const std::string token = "kvQ7x2Kd9Wm4Lp8Zr3Tn6Vb1Yc5";
+  auto providers = std::make_shared<KmsProviders>();
+  providers->add_callback(
+      "azure",
+      [&](const TokenRequest& request, Deadline) {
+        AccessToken issued;
+        issued.token = Secret(token);
+        issued.resource = request.resource;
+        issued.expires_on = std::chrono::system_clock::now() + std::chrono::hours{1};
+        return issued;
+      },
+      TokenRequest{}, "test issuer");
+  auto key_vault_http = std::make_shared<AnsweringClient>([](const HttpRequest& request) {
+    const std::string bearer = request.header("Authorization").value_or("");
+    return HttpResponse{403,
+                        {},
+                        R"({"error":{"code":"Forbidden","message":"the caller presented )" +
+                            bearer + R"(, which has no wrapKey permission"}})"};
+  });
+  const fs::path dir = testing::make_temp_dir("azkms-kv-echo");
+  CryptSessionOptions options;
+  options.providers = providers;
+  options.key_vault = std::make_shared<FileKeyVault>(dir / "keys.json");
+  options.http = key_vault_http;
+  options.kms_retry = RetryPolicy::no_retries();
+  const std::string message = error_of([&] {
+    CryptSession session(options);
+    (void)session.create_data_key({"azure", "127.0.0.1:8443", "mongo-key", ""});
+  });
+  fs::remove_all(dir);
+  EXPECT_FALSE(holds_piece_of(message, token)) << redact(message, {token});
+  EXPECT_NE(message.find("Forbidden"), std::string::npos) << redact(message, {token});
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -414,6 +414,16 @@ struct CryptSession::Impl {
       const HttpRequest request = parse_kms_request(
           std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), endpoint);
       const std::string url = url_without_query(request.url);
+      // The request carries the token (Authorization: Bearer <token>): nothing said about this
+      // exchange may quote it, whatever Key Vault echoes back.
+      RedactionScope secrets_in_use;
+      for (const auto& header : request.headers) {
+        if (!header.sensitive) continue;
+        const auto space = header.value.find(' ');
+        secrets_in_use.add(space == std::string::npos
+                               ? std::string_view(header.value)
+                               : std::string_view(header.value).substr(space + 1));
+      }
 
       HttpOptions http_options;
       http_options.max_response_bytes = kMaxKmsResponseBytes;
