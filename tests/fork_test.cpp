@@ -24,9 +24,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -44,6 +41,7 @@
 #include "azkms/detect.hpp"
 #include "azkms/error.hpp"
 #include "emulator.hpp"
+#include "loopback_listener.hpp"
 #include "loopback_only.hpp"
 
 namespace azkms {
@@ -453,17 +451,9 @@ TEST_F(ForkedCacheTest, ChildRenewsTheInheritedCacheInTheBackground) {
 class LoopbackPort {
  public:
   LoopbackPort() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
-        ::listen(fd_, 16) != 0 ||
-        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-      throw std::runtime_error("cannot listen on loopback");
-    }
-    port_ = ntohs(addr.sin_port);
+    const auto listener = testing::listen_on_loopback();
+    fd_ = listener.fd;
+    port_ = listener.port;
   }
   ~LoopbackPort() { ::close(fd_); }
   LoopbackPort(const LoopbackPort&) = delete;
