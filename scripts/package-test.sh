@@ -87,9 +87,9 @@ cmake --build "$parent" -j"$jobs" --target token_from_cache azkms_emulator_bin
 ctest --test-dir "$parent" --output-on-failure
 
 step "Debian packages (dpkg-buildpackage -b), lintian"
-# Built in a copy of the tree at a fixed place, so that dpkg-buildpackage's output (written
-# next to the tree) stays out of the checkout and ccache finds the same paths every time.
-deb_root="${TMPDIR:-/tmp}/azkms-deb"
+# Built in a copy of the tree, so that dpkg-buildpackage's output (written next to the tree)
+# lands in the work directory, and ccache finds the same paths every time.
+deb_root="$work/deb"
 version=$(dpkg-parsechangelog -S Version)
 deb_tree="$deb_root/azkms-${version%-*}"
 rm -rf "$deb_root"
