@@ -811,25 +811,40 @@ TEST_F(CacheTest, DestroyingTheCacheStopsTheRefresherAndHandlesStillWork) {
   EXPECT_EQ(text(handle.get(far())), "secret-fake-2");
 }
 
+// A source run by a function, without the checks make_callback_source() adds: its tokens are
+// dated by the test's ManualClock, not by the system clock that checks callback tokens.
+class FunctionSource final : public TokenSource {
+ public:
+  explicit FunctionSource(TokenCallback fetch) : fetch_(std::move(fetch)) {}
+  [[nodiscard]] SourceKind kind() const override { return SourceKind::kCustom; }
+  AccessToken fetch(const TokenRequest& request, Deadline deadline) override {
+    return fetch_(request, deadline);
+  }
+
+ private:
+  TokenCallback fetch_;
+};
+
 TEST_F(CacheTest, DestroyingTheCacheCancelsARenewalInFlight) {
   // Like an HTTP source, whose exchange ends when the refresher's fetch is cancelled.
   std::atomic<int> calls{0};
   std::atomic<bool> renewing{false};
   std::atomic<bool> saw_cancellation{false};
-  auto cancellable = make_callback_source([&](const TokenRequest&, Deadline) -> AccessToken {
-    if (calls++ == 0) {
-      AccessToken token;
-      token.token = Secret("secret-first");
-      token.expires_on = clock->now() + hours{1};
-      return token;
-    }
-    renewing = true;
-    for (int i = 0; i < 20'000 && !ScopedCancellation::requested(); ++i) {
-      std::this_thread::sleep_for(1ms);
-    }
-    saw_cancellation = ScopedCancellation::requested();
-    throw Error(ErrorCode::kCancelled, "renewal cancelled");
-  });
+  auto cancellable =
+      std::make_shared<FunctionSource>([&](const TokenRequest&, Deadline) -> AccessToken {
+        if (calls++ == 0) {
+          AccessToken token;
+          token.token = Secret("secret-first");
+          token.expires_on = clock->now() + hours{1};
+          return token;
+        }
+        renewing = true;
+        for (int i = 0; i < 20'000 && !ScopedCancellation::requested(); ++i) {
+          std::this_thread::sleep_for(1ms);
+        }
+        saw_cancellation = ScopedCancellation::requested();
+        throw Error(ErrorCode::kCancelled, "renewal cancelled");
+      });
   auto cache = make_cache();
   TokenHandle handle = cache->handle(cancellable);
   EXPECT_EQ(text(handle.get(far())), "secret-first");
