@@ -351,10 +351,13 @@ void redact_credentials_of(std::string_view body) {
   add_marked_runs(body, by_shape, *t_innermost);
   const auto json = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (!json.is_object()) return;
-  for (const auto& [key, value] : json.items()) {
+  for (const auto& item : json.items()) {
+    const std::string& key = item.key();
     const bool credential = std::any_of(kSecretKeys.begin(), kSecretKeys.end(),
                                         [&](std::string_view name) { return iequals(key, name); });
-    if (credential && value.is_string()) t_innermost->add(value.get_ref<const std::string&>());
+    if (credential && item.value().is_string()) {
+      t_innermost->add(item.value().get_ref<const std::string&>());
+    }
   }
 }
 
