@@ -7,10 +7,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <charconv>
+#include <cstdint>
 #include <deque>
 #include <filesystem>
+#include <fstream>
+#include <optional>
 #include <set>
+#include <sstream>
+#include <string_view>
 #include <vector>
 
 namespace azkms::emulator {
@@ -21,6 +27,9 @@ using namespace std::chrono_literals;
 
 constexpr auto kScanInterval = 250ms;
 constexpr auto kStoppingScanInterval = 20ms;
+// Once the server stops, httplib itself ends a connection idle between requests within its
+// keep-alive timeout (1 s); one still waiting after this long is stuck in a request.
+constexpr auto kStoppingGrace = 2s;
 
 // A worker pool that starts another worker whenever a connection arrives and every worker is
 // busy, up to `max_workers`; beyond that, connections wait for a worker in arrival order.
@@ -72,26 +81,94 @@ class GrowingPool final : public httplib::TaskQueue {
   bool shutting_down_ = false;
 };
 
-bool address_and_port(const sockaddr_storage& address, std::string& text, int& port) {
-  char buffer[INET6_ADDRSTRLEN] = {};
-  if (address.ss_family == AF_INET) {
-    const auto& v4 = reinterpret_cast<const sockaddr_in&>(address);
-    port = ntohs(v4.sin_port);
-    if (::inet_ntop(AF_INET, &v4.sin_addr, buffer, sizeof(buffer)) == nullptr) return false;
-  } else if (address.ss_family == AF_INET6) {
-    const auto& v6 = reinterpret_cast<const sockaddr_in6&>(address);
-    port = ntohs(v6.sin6_port);
-    if (::inet_ntop(AF_INET6, &v6.sin6_addr, buffer, sizeof(buffer)) == nullptr) return false;
-  } else {
-    return false;
+// A connected TCP socket of this network namespace, as /proc/net/tcp{,6} lists it.
+struct TcpSocket {
+  std::string peer_address;
+  int peer_port = 0;
+};
+
+// "0100007F" (IPv4) or 32 hex digits (IPv6), each 32-bit word in host order as the kernel
+// prints it, to "127.0.0.1" or "::1".
+std::optional<std::string> address_of(std::string_view hex) {
+  if (hex.size() != 8 && hex.size() != 32) return std::nullopt;
+  std::array<std::uint32_t, 4> words{};
+  for (std::size_t i = 0; i * 8 < hex.size(); ++i) {
+    const char* first = hex.data() + i * 8;
+    if (std::from_chars(first, first + 8, words[i], 16).ptr != first + 8) return std::nullopt;
   }
-  text = buffer;
-  return true;
+  char text[INET6_ADDRSTRLEN] = {};
+  const int family = hex.size() == 8 ? AF_INET : AF_INET6;
+  if (::inet_ntop(family, words.data(), text, sizeof(text)) == nullptr) return std::nullopt;
+  return std::string(text);
 }
+
+// The connected sockets whose local port is `local_port`, by inode. Read from /proc rather
+// than asked of each descriptor: the server's threads open and close descriptors all along,
+// and only the thread that owns one should use it.
+std::map<unsigned long, TcpSocket> tcp_sockets(int local_port) {
+  std::map<unsigned long, TcpSocket> found;
+  for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+    std::ifstream in(table);
+    std::string line;
+    std::getline(in, line);  // the column names
+    while (std::getline(in, line)) {
+      std::istringstream fields(line);
+      std::string slot, local, remote, state, queues, timer, retransmits, uid, timeout;
+      unsigned long inode = 0;
+      fields >> slot >> local >> remote >> state >> queues >> timer >> retransmits >> uid >>
+          timeout >> inode;
+      const auto local_colon = local.find(':');
+      const auto remote_colon = remote.find(':');
+      if (!fields || inode == 0 || state == "0A" /* listening */ ||
+          local_colon == std::string::npos || remote_colon == std::string::npos) {
+        continue;
+      }
+      int port = 0;
+      int peer_port = 0;
+      std::from_chars(local.data() + local_colon + 1, local.data() + local.size(), port, 16);
+      std::from_chars(remote.data() + remote_colon + 1, remote.data() + remote.size(), peer_port,
+                      16);
+      if (port != local_port || peer_port == 0) continue;
+      auto peer = address_of(std::string_view(remote).substr(0, remote_colon));
+      if (peer) found[inode] = TcpSocket{std::move(*peer), peer_port};
+    }
+  }
+  return found;
+}
+
+// ThreadSanitizer tracks descriptors like memory: the watcher using a descriptor that a server
+// thread accepted, without a lock between them, looks like a race to it. That use is the whole
+// point (and made safe by the duplicate below), so it is hidden from ThreadSanitizer.
+#if defined(__SANITIZE_THREAD__)
+#define AZKMS_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define AZKMS_TSAN 1
+#endif
+#endif
+#ifdef AZKMS_TSAN
+extern "C" void AnnotateIgnoreReadsBegin(const char* file, int line);
+extern "C" void AnnotateIgnoreReadsEnd(const char* file, int line);
+extern "C" void AnnotateIgnoreWritesBegin(const char* file, int line);
+extern "C" void AnnotateIgnoreWritesEnd(const char* file, int line);
+struct UnseenByThreadSanitizer {
+  UnseenByThreadSanitizer() {
+    AnnotateIgnoreReadsBegin(__FILE__, __LINE__);
+    AnnotateIgnoreWritesBegin(__FILE__, __LINE__);
+  }
+  ~UnseenByThreadSanitizer() {
+    AnnotateIgnoreWritesEnd(__FILE__, __LINE__);
+    AnnotateIgnoreReadsEnd(__FILE__, __LINE__);
+  }
+};
+#else
+struct UnseenByThreadSanitizer {};
+#endif
 
 // Shuts down the socket `fd` named when it was seen, if `fd` still is that socket: the check
 // and the shutdown go through a duplicate, which no concurrent close can reassign.
 void shut_down_if_same(int fd, unsigned long inode) {
+  [[maybe_unused]] UnseenByThreadSanitizer unseen;
   const int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (copy < 0) return;
   struct stat info {};
@@ -104,27 +181,26 @@ void shut_down_if_same(int fd, unsigned long inode) {
 }  // namespace
 
 std::vector<ServerSocket> server_sockets(int local_port) {
+  const auto tcp = tcp_sockets(local_port);
   std::vector<ServerSocket> found;
+  if (tcp.empty()) return found;
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
-    const std::string name = entry.path().filename().string();
+    // "socket:[<inode>]"
+    const std::string target = std::filesystem::read_symlink(entry.path(), ec).string();
+    constexpr std::string_view kPrefix = "socket:[";
+    if (ec || !target.starts_with(kPrefix)) continue;
     ServerSocket socket;
-    if (std::from_chars(name.data(), name.data() + name.size(), socket.fd).ec != std::errc{}) {
+    const std::string name = entry.path().filename().string();
+    if (std::from_chars(name.data(), name.data() + name.size(), socket.fd).ec != std::errc{} ||
+        std::from_chars(target.data() + kPrefix.size(), target.data() + target.size(), socket.inode)
+                .ec != std::errc{}) {
       continue;
     }
-    sockaddr_storage local{};
-    socklen_t length = sizeof(local);
-    if (::getsockname(socket.fd, reinterpret_cast<sockaddr*>(&local), &length) != 0) continue;
-    std::string local_address;
-    int port = -1;
-    if (!address_and_port(local, local_address, port) || port != local_port) continue;
-    sockaddr_storage peer{};
-    length = sizeof(peer);
-    if (::getpeername(socket.fd, reinterpret_cast<sockaddr*>(&peer), &length) != 0) continue;
-    if (!address_and_port(peer, socket.peer_address, socket.peer_port)) continue;
-    struct stat info {};
-    if (::fstat(socket.fd, &info) != 0 || !S_ISSOCK(info.st_mode)) continue;
-    socket.inode = info.st_ino;
+    const auto it = tcp.find(socket.inode);
+    if (it == tcp.end()) continue;
+    socket.peer_address = it->second.peer_address;
+    socket.peer_port = it->second.peer_port;
     found.push_back(std::move(socket));
   }
   return found;
@@ -223,8 +299,9 @@ void ConnectionGuard::scan() {
       } else if (connection.inode == 0) {
         connection.inode = socket.inode;  // a handler saw it before this scan did
       }
+      const auto waited = now - connection.since;
       if (!connection.answering &&
-          (stopping_ || now - connection.since > limits_.request_deadline)) {
+          (waited > limits_.request_deadline || (stopping_ && waited > kStoppingGrace))) {
         overdue.emplace_back(socket.fd, socket.inode);
       }
     }

@@ -12,11 +12,11 @@
 //  - gives every request a deadline: a connection that has not sent a whole request within it,
 //    counted from its accept or from the previous answer, is shut down. Answers themselves
 //    (slow fault cases, response delays) are not limited;
-//  - on stop, shuts down every connection still waiting for a request, so that stop() does not
-//    wait for a client that never finishes one.
-// httplib does not hand its sockets to anyone: the guard finds them in /proc/self/fd (the
-// server side of a connection is the socket whose local port is the server's), and a handler
-// tells it, by the request's peer address and port, when a request has arrived.
+//  - on stop, shuts down every connection still in the middle of a request, so that stop()
+//    does not wait for a client that never finishes one.
+// httplib does not hand its sockets to anyone: the guard finds them through /proc (the server
+// side of a connection is the socket whose local port is the server's), and a handler tells
+// it, by the request's peer address and port, when a request has arrived.
 #pragma once
 
 #include <httplib.h>
@@ -35,8 +35,8 @@
 namespace azkms::emulator {
 
 // The server side of every TCP connection to `local_port` in this process: the descriptors
-// whose local port is `local_port` and that have a peer (a client in the same process has the
-// ports the other way round).
+// of sockets that /proc/net/tcp{,6} lists with that local port and a peer (a client in the
+// same process has the ports the other way round).
 struct ServerSocket {
   int fd = -1;
   unsigned long inode = 0;
@@ -70,8 +70,9 @@ class ConnectionGuard {
   void watch(int port);
   // Call at the top of every route handler: the request has fully arrived.
   void request_arrived(const httplib::Request& req);
-  // After httplib's Server::stop(), until its thread is joined: from now on every connection
-  // that waits for a request is shut down at once. The destructor stops watching.
+  // After httplib's Server::stop(), until its thread is joined: from now on a connection that
+  // has waited for its request for 2 s (httplib ends idle ones within its 1 s keep-alive
+  // timeout) is shut down at once. The destructor stops watching.
   void release_waiting();
 
   [[nodiscard]] const ServerLimits& limits() const noexcept { return limits_; }

@@ -15,20 +15,6 @@ namespace {
 
 constexpr std::size_t kReadChunk = 64 * 1024;
 
-class Descriptor {
- public:
-  explicit Descriptor(int fd) noexcept : fd_(fd) {}
-  ~Descriptor() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Descriptor(const Descriptor&) = delete;
-  Descriptor& operator=(const Descriptor&) = delete;
-  [[nodiscard]] int get() const noexcept { return fd_; }
-
- private:
-  int fd_;
-};
-
 // What a file that is not a regular file is, for a message.
 const char* kind_of(mode_t mode) noexcept {
   if (S_ISLNK(mode)) return "a symbolic link";
@@ -55,7 +41,7 @@ class Reader {
     // writer, and is then refused by the check on the descriptor below.
     int flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY;
     if (!rules_.follow_links) flags |= O_NOFOLLOW;
-    Descriptor fd(::open(path_.c_str(), flags));
+    FileDescriptor fd(::open(path_.c_str(), flags));
     if (fd.get() < 0) {
       if (errno == ELOOP && !rules_.follow_links) throw not_regular(S_IFLNK);
       throw cannot(errno == ENOENT ? "find" : "open", errno, true);
@@ -140,6 +126,16 @@ class Reader {
 };
 
 }  // namespace
+
+FileDescriptor::~FileDescriptor() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+int FileDescriptor::close() noexcept {
+  const int rc = ::close(fd_);
+  fd_ = -1;
+  return rc;
+}
 
 std::string read_regular_file(const std::string& path, const FileReadRules& rules) {
   return Reader(path, rules).read();

@@ -42,6 +42,21 @@ struct FileReadRules {
   Clock* clock = nullptr;
 };
 
+// Owns a file descriptor: closes it when destroyed.
+class FileDescriptor {
+ public:
+  explicit FileDescriptor(int fd) noexcept : fd_(fd) {}
+  ~FileDescriptor();
+  FileDescriptor(const FileDescriptor&) = delete;
+  FileDescriptor& operator=(const FileDescriptor&) = delete;
+  [[nodiscard]] int get() const noexcept { return fd_; }
+  // Closes now, returning what close(2) returns (it may report an error of buffered writes).
+  int close() noexcept;
+
+ private:
+  int fd_;
+};
+
 // The whole contents of the regular file at `path`, at most rules.max_bytes. Throws
 // azkms::Error (rules.code, or kTimeout) for anything else. Failed reads leave no copy of the
 // bytes behind (the buffer is wiped), so the helper is safe for secrets.

@@ -36,26 +36,6 @@ Error io_error(const std::string& what, const fs::path& path, int err) {
   return Error(ErrorCode::kKeyVault, what + " " + path.string() + ": " + std::strerror(err));
 }
 
-class Fd {
- public:
-  explicit Fd(int fd) noexcept : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  [[nodiscard]] int get() const noexcept { return fd_; }
-  // Closes now, reporting the error close(2) may carry for buffered writes.
-  int close() noexcept {
-    const int rc = ::close(fd_);
-    fd_ = -1;
-    return rc;
-  }
-
- private:
-  int fd_;
-};
-
 void write_all(int fd, std::string_view data, const fs::path& path) {
   while (!data.empty()) {
     const ssize_t n = ::write(fd, data.data(), data.size());
@@ -96,7 +76,7 @@ class WriterLock {
   WriterLock& operator=(const WriterLock&) = delete;
 
  private:
-  Fd fd_;
+  FileDescriptor fd_;
 };
 
 std::vector<BsonDocument> parse_store(const std::string& text, const fs::path& path) {
@@ -243,7 +223,7 @@ void FileKeyVault::insert(const BsonDocument& key_document, Deadline deadline) {
   const std::string content = serialise_store(keys);
 
   const fs::path temp = directory / (prefix + random_suffix());
-  Fd fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  FileDescriptor fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
   if (fd.get() < 0) throw io_error("cannot create", temp, errno);
   try {
     write_all(fd.get(), content, temp);
@@ -256,7 +236,7 @@ void FileKeyVault::insert(const BsonDocument& key_document, Deadline deadline) {
     throw;
   }
 
-  Fd dir(::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  FileDescriptor dir(::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dir.get() < 0) throw io_error("cannot open directory", directory, errno);
   fsync_or_throw(dir.get(), directory);
 }
