@@ -6,12 +6,14 @@
 #   fuzz   - a short run of each libFuzzer target on its seed corpus
 #   package - install (cmake --install, Debian packages) and build the downstream examples
 #             against what was installed (scripts/package-test.sh)
-# Choose stages with AZKMS_TEST_STAGES="unit asan" (default: all five).
+#   mongocrypt-next - the libmongocrypt-facing tests, named providers included, against the
+#             next Debian release's libmongocrypt in a private prefix (scripts/mongocrypt-next-test.sh)
+# Choose stages with AZKMS_TEST_STAGES="unit asan" (default: all six).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 
-stages="${AZKMS_TEST_STAGES:-unit asan tsan fuzz package}"
+stages="${AZKMS_TEST_STAGES:-unit mongocrypt-next asan tsan fuzz package}"
 failed_stages=()
 summary=()
 
@@ -58,6 +60,21 @@ for stage in $stages; do
         TARGETS="$fuzz_targets" CC=clang CXX=clang++ BUILD_TYPE=Debug scripts/build.sh build-fuzz -DAZKMS_BUILD_FUZZ=ON -DAZKMS_BUILD_TESTS=OFF -DAZKMS_BUILD_BENCH=OFF
         scripts/fuzz.sh build-fuzz "${AZKMS_FUZZ_SECONDS:-20}" || failed_stages+=("fuzz")
         summary+=("fuzz: see above")
+      fi
+      ;;
+    mongocrypt-next)
+      # After unit: with ccache, it rebuilds only what includes libmongocrypt's header.
+      started=$(date +%s)
+      mkdir -p build-mongocrypt-next
+      if scripts/mongocrypt-next-test.sh build-mongocrypt-next 2>&1 | tee build-mongocrypt-next/stage.log; then
+        line=$(grep -E 'tests passed, [0-9]+ tests failed out of [0-9]+' build-mongocrypt-next/stage.log | tail -1 || true)
+        summary+=("mongocrypt-next: ${line:-no result} ($(($(date +%s) - started)) s)")
+        if [[ "$line" =~ ([0-9]+)\ tests\ failed\ out\ of\ ([0-9]+) ]]; then
+          total_passed=$((total_passed + BASH_REMATCH[2] - BASH_REMATCH[1]))
+        fi
+      else
+        failed_stages+=("mongocrypt-next")
+        summary+=("mongocrypt-next: FAILED after $(($(date +%s) - started)) s")
       fi
       ;;
     package)

@@ -1,14 +1,19 @@
 // CryptSession: MongoDB explicit client-side encryption with data keys wrapped by Azure Key
-// Vault, on libmongocrypt (1.7.2 on Debian 12). It owns a mongocrypt_t and runs each
-// operation's state machine to completion:
-//  - NEED_KMS_CREDENTIALS: answered on demand from the KmsProviders registry (libmongocrypt is
-//    configured with {"azure": {}} and the need-credentials state), so a token is fetched, or
-//    read from the cache, only when libmongocrypt asks;
+// Vault, on libmongocrypt (1.7.2 on Debian 12; named providers need >= 1.9). It owns a
+// mongocrypt_t and runs each operation's state machine to completion:
+//  - NEED_KMS_CREDENTIALS: the base "azure" provider is answered on demand from the
+//    KmsProviders registry (libmongocrypt is configured with {"azure": {}} and the
+//    need-credentials state), so a token is fetched, or read from the cache, only when
+//    libmongocrypt asks;
+//  - named providers ("azure:prod", libmongocrypt >= 1.9): every "azure:<name>" registered when
+//    the session is created is served on demand too, each from its own binding in the
+//    registry. libmongocrypt asks for their tokens as KMS requests to a placeholder endpoint
+//    under ".invalid"; the session answers them in-process and never sends them;
 //  - NEED_KMS: each Key Vault request libmongocrypt builds is sent over TLS (verification
 //    always on; extra trust only through `ca_file`) within the operation's deadline, retried on
-//    408/429/500/502/503/504 (libmongocrypt 1.7.2 has no retry API of its own, so the status
-//    is read before the response is handed over); a 401 drops the cached token and the
-//    operation is run again once with a fresh one;
+//    408/429/500/502/503/504 (this retry only: libmongocrypt's own, where it has one, stays
+//    off), with the status read before the response is handed over; a 401 drops the cached
+//    token of the provider it was for and the operation is run again once with a fresh one;
 //  - NEED_MONGO_KEYS: answered from a KeyVault.
 // Thread-safe: each call runs its own libmongocrypt context. libmongocrypt caches decrypted
 // data keys for a minute, so repeated operations with one key reach Key Vault once a minute.
@@ -50,6 +55,7 @@ std::string_view to_string(Algorithm algorithm) noexcept;
 // Counters, for tests, the demo and the benchmark.
 struct CryptStats {
   std::uint64_t credential_requests = 0;   // NEED_KMS_CREDENTIALS answered
+  std::uint64_t named_token_requests = 0;  // named providers' token requests answered in-process
   std::uint64_t kms_requests = 0;          // HTTP exchanges with Key Vault (every attempt)
   std::uint64_t kms_retries = 0;           // attempts after a retryable answer or failure
   std::uint64_t unauthorized_retries = 0;  // operations run again after a 401
@@ -80,7 +86,8 @@ class CryptSession {
   CryptSession& operator=(const CryptSession&) = delete;
 
   // Creates a data key wrapped by `master_key`, stores it in the key vault and returns its id.
-  // A named provider is ErrorCode::kUnsupported with libmongocrypt < 1.9 (see docs).
+  // A named provider is ErrorCode::kUnsupported with libmongocrypt < 1.9, and one not
+  // registered when the session was created is ErrorCode::kConfiguration, before any request.
   DataKeyId create_data_key(const AzureMasterKey& master_key,
                             const std::vector<std::string>& key_alt_names = {},
                             std::optional<Deadline> deadline = std::nullopt);
@@ -97,6 +104,8 @@ class CryptSession {
   [[nodiscard]] CryptStats stats() const;
   // "1.7.2"
   static std::string libmongocrypt_version();
+  // True when the libmongocrypt in use (>= 1.9) accepts named providers ("azure:<name>").
+  static bool supports_named_providers();
 
  private:
   struct Impl;

@@ -9,6 +9,12 @@
 //    token refresh, and only a 200 reaches libmongocrypt;
 //  - tests can drive the whole session with an in-memory HttpClient.
 // The response fed back is rebuilt from the status and body libcurl parsed.
+//
+// Named providers ("azure:prod") on libmongocrypt >= 1.9 go through NamedProviderBridge: their
+// token requests are KMS requests to a placeholder host, answered here from the registry and
+// never sent. libmongocrypt >= 1.9 also offers its own KMS retry (mongocrypt_setopt_retry_kms);
+// it stays off, because the retry here honours Retry-After and the operation's deadline and
+// runs with every libmongocrypt version: enabling both would multiply the attempts.
 #include "azkms/crypt_session.hpp"
 
 // libmongocrypt 1.7.2's header declares its functions without extern "C".
@@ -26,6 +32,7 @@ extern "C" {
 #include "azkms/log.hpp"
 #include "azkms/token_response.hpp"
 #include "kms/kms_http.hpp"
+#include "kms/named_provider_bridge.hpp"
 #include "redaction.hpp"
 
 namespace azkms {
@@ -33,9 +40,8 @@ namespace {
 
 constexpr std::size_t kMaxKmsResponseBytes = 1u << 20;
 
-struct CryptDeleter {
-  void operator()(mongocrypt_t* p) const noexcept { mongocrypt_destroy(p); }
-};
+// The first libmongocrypt that accepts named KMS providers ("azure:<name>").
+constexpr std::pair<int, int> kNamedProvidersSince{1, 9};
 struct CtxDeleter {
   void operator()(mongocrypt_ctx_t* p) const noexcept { mongocrypt_ctx_destroy(p); }
 };
@@ -246,6 +252,7 @@ std::string url_without_query(const std::string& url) { return url.substr(0, url
 
 // Thrown inside one pass when Key Vault refused the token; the caller refreshes and retries.
 struct Unauthorized {
+  std::string provider;  // whose token was refused
   std::string url;
   std::string excerpt;
 };
@@ -262,6 +269,26 @@ std::optional<std::pair<int, int>> parse_version(std::string_view version) {
   return std::pair{major, minor};
 }
 
+bool version_has_named_providers(std::string_view version) {
+  const auto parsed = parse_version(version);
+  return parsed && *parsed >= kNamedProvidersSince;
+}
+
+// The bearer token of a request's Authorization header; empty when there is none.
+std::string bearer_of(const HttpRequest& request) {
+  const std::string value = request.header("Authorization").value_or("");
+  const auto space = value.find(' ');
+  return space == std::string::npos ? value : value.substr(space + 1);
+}
+
+std::vector<std::string> named_providers_in(const KmsProviders& providers) {
+  std::vector<std::string> named;
+  for (auto& name : providers.names()) {
+    if (is_named_provider(name)) named.push_back(std::move(name));
+  }
+  return named;
+}
+
 }  // namespace
 
 std::string_view to_string(Algorithm algorithm) noexcept {
@@ -276,15 +303,109 @@ std::string_view to_string(Algorithm algorithm) noexcept {
 
 std::string CryptSession::libmongocrypt_version() { return mongocrypt_version(nullptr); }
 
+bool CryptSession::supports_named_providers() {
+  return version_has_named_providers(libmongocrypt_version());
+}
+
 struct CryptSession::Impl {
   CryptSessionOptions options;
-  std::unique_ptr<mongocrypt_t, CryptDeleter> crypt;
+  // Present when libmongocrypt accepts named providers and the registry has some.
+  std::unique_ptr<NamedProviderBridge> bridge;
+  // The handle; replaced (never changed in place) when a named provider's token is refused,
+  // because libmongocrypt keeps a named provider's token until it expires. Each operation holds
+  // the handle it started with, so a replacement never pulls one out from under a context.
+  mutable std::mutex crypt_mutex;
+  std::shared_ptr<mongocrypt_t> crypt;
 
   std::atomic<std::uint64_t> credential_requests{0};
+  std::atomic<std::uint64_t> named_token_requests{0};
   std::atomic<std::uint64_t> kms_requests{0};
   std::atomic<std::uint64_t> kms_retries{0};
   std::atomic<std::uint64_t> unauthorized_retries{0};
   std::atomic<std::uint64_t> key_vault_reads{0};
+
+  // A libmongocrypt handle configured with {"azure": {}} (on demand, when the registry has it)
+  // and the bridge's placeholders for the named providers.
+  std::shared_ptr<mongocrypt_t> make_crypt() const {
+    std::shared_ptr<mongocrypt_t> handle(mongocrypt_new(), mongocrypt_destroy);
+    bson_t document = BSON_INITIALIZER;
+    if (options.providers->contains(kAzureProvider)) {
+      bson_t empty;
+      BSON_APPEND_DOCUMENT_BEGIN(&document, "azure", &empty);
+      bson_append_document_end(&document, &empty);
+    }
+    if (bridge) bridge->append_placeholders(&document);
+    const BsonDocument kms_providers(&document);
+    bson_destroy(&document);
+    BinaryView view(kms_providers);
+    mongocrypt_setopt_use_need_kms_credentials_state(handle.get());
+    if (!mongocrypt_setopt_kms_providers(handle.get(), view.get()) ||
+        !mongocrypt_init(handle.get())) {
+      Status status;
+      mongocrypt_status(handle.get(), status.get());
+      throw Error(ErrorCode::kCrypt, "cannot initialise libmongocrypt " + libmongocrypt_version() +
+                                         ": " + status.message());
+    }
+    return handle;
+  }
+
+  std::shared_ptr<mongocrypt_t> current_crypt() const {
+    std::lock_guard lock(crypt_mutex);
+    return crypt;
+  }
+
+  // After a named provider's token was refused: a new handle, so that libmongocrypt asks the
+  // bridge again instead of resending the token it keeps. Several operations refused at once
+  // replace the handle once.
+  void replace_crypt(const std::shared_ptr<mongocrypt_t>& refused_with) {
+    auto fresh = make_crypt();
+    std::lock_guard lock(crypt_mutex);
+    if (crypt == refused_with) crypt = std::move(fresh);
+  }
+
+  // A data key wrapped by an Azure provider this session does not serve is a configuration
+  // error naming the provider, rather than libmongocrypt's refusal of the key.
+  void check_key_provider(const BsonDocument& key) const {
+    bson_iter_t iter;
+    if (key.get() == nullptr || !bson_iter_init(&iter, key.get()) ||
+        !bson_iter_find_descendant(&iter, "masterKey.provider", &iter) ||
+        !BSON_ITER_HOLDS_UTF8(&iter)) {
+      return;  // libmongocrypt judges what is not an Azure master key
+    }
+    const std::string provider = bson_iter_utf8(&iter, nullptr);
+    if (is_azure_provider_name(provider)) check_configured(provider);
+  }
+
+  // Throws before any request when a master key names a provider this session cannot serve.
+  void check_configured(const std::string& provider) const {
+    if (provider == kAzureProvider) {
+      if (options.providers->contains(provider)) return;
+      throw Error(ErrorCode::kConfiguration,
+                  "master key provider \"azure\" is not registered in the KMS providers");
+    }
+    if (!is_named_provider(provider)) {
+      throw Error(ErrorCode::kConfiguration,
+                  "master key provider \"" + provider +
+                      "\" is not an Azure provider (\"azure\" or \"azure:<name>\")");
+    }
+    if (!supports_named_providers()) {
+      throw Error(ErrorCode::kUnsupported,
+                  "KMS provider \"" + provider +
+                      "\" is a named provider, and named KMS providers "
+                      "need libmongocrypt >= 1.9 (this process has " +
+                      libmongocrypt_version() +
+                      "); use \"azure\", or build azkms against a newer libmongocrypt");
+    }
+    if (bridge && bridge->serves(provider)) return;
+    throw Error(ErrorCode::kConfiguration,
+                "KMS provider \"" + provider + "\" has no binding: " +
+                    (options.providers->contains(provider)
+                         ? "it was registered after this CryptSession was created; create the "
+                           "session once the registry is complete"
+                         : "register it in the KMS providers (KmsProviders::add(\"" + provider +
+                               "\", ...) or the JSON configuration) before creating the "
+                               "CryptSession"));
+  }
 
   Deadline deadline_or_default(std::optional<Deadline> deadline) const {
     return deadline ? *deadline : options.clock->steady_now() + options.operation_timeout;
@@ -309,27 +430,31 @@ struct CryptSession::Impl {
   };
 
   // Runs the operation; after a 401 from Key Vault, drops the token and runs it once more
-  // from a new context (libmongocrypt 1.7.2 cannot resend a request with another token).
-  // `make_ctx()` returns a started context; `finish(out)` turns libmongocrypt's output into the
-  // result while the context still owns it (`out` is null when the operation had no output).
+  // from a new context (libmongocrypt cannot resend a request with another token).
+  // `make_ctx(crypt)` returns a started context on that handle; `finish(out)` turns
+  // libmongocrypt's output into the result while the context still owns it (`out` is null when
+  // the operation had no output).
   template <typename MakeCtx, typename Finish>
   auto run(const MakeCtx& make_ctx, const Finish& finish, OperationDeadline deadline) {
+    std::shared_ptr<mongocrypt_t> handle = current_crypt();
     try {
-      return run_once(make_ctx(), finish, deadline);
+      return run_once(make_ctx(handle.get()), finish, deadline);
     } catch (const Unauthorized& first) {
-      log(LogLevel::kWarning, "Key Vault " + first.url +
-                                  " answered 401 to the cached token; fetching a new token "
-                                  "and trying the operation once more");
-      options.providers->invalidate(kAzureProvider);
+      log(LogLevel::kWarning, "Key Vault " + first.url + " answered 401 to the cached token of " +
+                                  first.provider +
+                                  "; fetching a new token and trying the operation once more");
+      options.providers->invalidate(first.provider);
+      if (first.provider != kAzureProvider) replace_crypt(handle);
       unauthorized_retries.fetch_add(1, std::memory_order_relaxed);
     }
+    handle = current_crypt();
     try {
-      return run_once(make_ctx(), finish, deadline);
+      return run_once(make_ctx(handle.get()), finish, deadline);
     } catch (const Unauthorized& second) {
       throw Error(ErrorCode::kKms,
                   "Key Vault answered 401 to a freshly fetched token too; check that the token's "
                   "resource is https://vault.azure.net and that the vault trusts its tenant (" +
-                      options.providers->describe(kAzureProvider) +
+                      options.providers->describe(second.provider) +
                       "); response: " + second.excerpt)
           .with_endpoint(second.url)
           .with_http_status(401);
@@ -375,6 +500,7 @@ struct CryptSession::Impl {
     const KeyQuery query = KeyQuery::from_filter(filter.document());
     key_vault_reads.fetch_add(1, std::memory_order_relaxed);
     for (const auto& key : options.key_vault->find(query, deadline)) {
+      check_key_provider(key);
       BinaryView view(key);
       check(
           mongocrypt_ctx_mongo_feed(ctx, view.get()), ctx,
@@ -413,6 +539,68 @@ struct CryptSession::Impl {
       const auto bytes = message.bytes();
       const HttpRequest request = parse_kms_request(
           std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), endpoint);
+      if (NamedProviderBridge::is_placeholder_endpoint(endpoint)) {
+        answer_named_token(kms, request, deadline);
+        continue;
+      }
+      exchange_with_key_vault(kms, request, deadline);
+    }
+    check(mongocrypt_ctx_kms_done(ctx), ctx, "completing the Key Vault exchange", ErrorCode::kKms);
+  }
+
+  // A named provider's token request (see NamedProviderBridge): answered in-process with the
+  // registry's token for that provider, never sent.
+  void answer_named_token(mongocrypt_kms_ctx_t* kms, const HttpRequest& request,
+                          Deadline deadline) {
+    if (!bridge) {
+      throw Error(ErrorCode::kKms,
+                  "libmongocrypt asked for a token at the named-provider placeholder endpoint, "
+                  "which this session did not configure; the request was not sent anywhere");
+    }
+    named_token_requests.fetch_add(1, std::memory_order_relaxed);
+    const std::string& provider = bridge->provider_of(request);
+    const AccessToken token = options.providers->token(provider, deadline);
+    RedactionScope secrets_in_use;
+    secrets_in_use.add(token.token.reveal());
+    const HttpResponse answer = bridge->answer(provider, token, options.clock->now());
+    feed(kms, kms_response_bytes(answer),
+         "https://" + std::string(NamedProviderBridge::kPlaceholderHost));
+  }
+
+  // Hands a response to libmongocrypt in the pieces it asks for.
+  static void feed(mongocrypt_kms_ctx_t* kms, const std::string& reply, const std::string& url) {
+    std::size_t offset = 0;
+    while (mongocrypt_kms_ctx_bytes_needed(kms) > 0) {
+      if (offset >= reply.size()) {
+        throw Error(ErrorCode::kKms, "the response ended early").with_endpoint(url);
+      }
+      const std::size_t chunk =
+          std::min<std::size_t>(mongocrypt_kms_ctx_bytes_needed(kms), reply.size() - offset);
+      BinaryView view(std::span<const std::uint8_t>(
+          reinterpret_cast<const std::uint8_t*>(reply.data()) + offset, chunk));
+      if (!mongocrypt_kms_ctx_feed(kms, view.get())) {
+        Status status;
+        mongocrypt_kms_ctx_status(kms, status.get());
+        throw Error(ErrorCode::kKms,
+                    "libmongocrypt refused the response: " + safe_excerpt(status.message()))
+            .with_endpoint(url);
+      }
+      offset += chunk;
+    }
+  }
+
+  // The provider whose token a Key Vault request carries: a named one when the bridge handed
+  // the token out, the base "azure" otherwise.
+  std::string provider_of(const HttpRequest& request) const {
+    if (bridge) {
+      if (auto named = bridge->provider_of_token(bearer_of(request))) return *named;
+    }
+    return std::string(kAzureProvider);
+  }
+
+  void exchange_with_key_vault(mongocrypt_kms_ctx_t* kms, const HttpRequest& request,
+                               Deadline deadline) {
+    {
       const std::string url = url_without_query(request.url);
       // The request carries the token (Authorization: Bearer <token>): nothing said about this
       // exchange may quote it, whatever Key Vault echoes back.
@@ -447,12 +635,12 @@ struct CryptSession::Impl {
       if (attempts > 1) kms_retries.fetch_add(attempts - 1, std::memory_order_relaxed);
 
       const std::string excerpt = safe_excerpt(response.body);
-      if (response.status == 401) throw Unauthorized{url, excerpt};
+      if (response.status == 401) throw Unauthorized{provider_of(request), url, excerpt};
       if (response.status != 200) {
         const std::string code = key_vault_error_code(response.body);
         std::string advice;
         if (response.status == 403) {
-          advice = "; the identity (" + options.providers->describe(kAzureProvider) +
+          advice = "; the identity (" + options.providers->describe(provider_of(request)) +
                    ") is not allowed to use this key: grant it wrapKey and unwrapKey (the Key "
                    "Vault Crypto User role)";
         } else if (response.status == 404) {
@@ -466,55 +654,29 @@ struct CryptSession::Impl {
             .with_attempts(attempts);
       }
 
-      const std::string reply = kms_response_bytes(response);
-      std::size_t offset = 0;
-      while (mongocrypt_kms_ctx_bytes_needed(kms) > 0) {
-        if (offset >= reply.size()) {
-          throw Error(ErrorCode::kKms, "Key Vault's response ended early").with_endpoint(url);
-        }
-        const std::size_t chunk =
-            std::min<std::size_t>(mongocrypt_kms_ctx_bytes_needed(kms), reply.size() - offset);
-        BinaryView view(std::span<const std::uint8_t>(
-            reinterpret_cast<const std::uint8_t*>(reply.data()) + offset, chunk));
-        if (!mongocrypt_kms_ctx_feed(kms, view.get())) {
-          Status status;
-          mongocrypt_kms_ctx_status(kms, status.get());
-          throw Error(ErrorCode::kKms, "libmongocrypt refused Key Vault's response: " +
-                                           safe_excerpt(status.message()))
-              .with_endpoint(url);
-        }
-        offset += chunk;
-      }
+      feed(kms, kms_response_bytes(response), url);
     }
-    check(mongocrypt_ctx_kms_done(ctx), ctx, "completing the Key Vault exchange", ErrorCode::kKms);
   }
 };
 
 CryptSession::CryptSession(CryptSessionOptions options) : impl_(std::make_unique<Impl>()) {
   if (!options.providers) throw Error(ErrorCode::kConfiguration, "CryptSession needs providers");
   if (!options.key_vault) throw Error(ErrorCode::kConfiguration, "CryptSession needs a key vault");
-  if (!options.providers->contains(kAzureProvider)) {
-    throw Error(ErrorCode::kConfiguration,
-                "CryptSession answers libmongocrypt's on-demand credential requests from the "
-                "provider \"azure\", which is not registered");
+  std::vector<std::string> named = named_providers_in(*options.providers);
+  if (!supports_named_providers()) named.clear();  // refused by name in create_data_key
+  if (!options.providers->contains(kAzureProvider) && named.empty()) {
+    throw Error(
+        ErrorCode::kConfiguration,
+        "CryptSession answers libmongocrypt's on-demand credential requests from the "
+        "provider \"azure\"" +
+            std::string(supports_named_providers() ? " or \"azure:<name>\" providers" : "") +
+            ", and the registry has none");
   }
   if (!options.http) options.http = make_curl_http_client();
   if (!options.clock) options.clock = Clock::system();
   impl_->options = std::move(options);
-
-  impl_->crypt.reset(mongocrypt_new());
-  mongocrypt_t* crypt = impl_->crypt.get();
-  const std::string azure(kAzureProvider);
-  const BsonDocument on_demand =
-      impl_->options.providers->on_demand_document(std::span<const std::string>(&azure, 1));
-  BinaryView view(on_demand);
-  Status status;
-  mongocrypt_setopt_use_need_kms_credentials_state(crypt);
-  if (!mongocrypt_setopt_kms_providers(crypt, view.get()) || !mongocrypt_init(crypt)) {
-    mongocrypt_status(crypt, status.get());
-    throw Error(ErrorCode::kCrypt, "cannot initialise libmongocrypt " + libmongocrypt_version() +
-                                       ": " + status.message());
-  }
+  if (!named.empty()) impl_->bridge = std::make_unique<NamedProviderBridge>(std::move(named));
+  impl_->crypt = impl_->make_crypt();
 }
 
 CryptSession::~CryptSession() = default;
@@ -522,26 +684,7 @@ CryptSession::~CryptSession() = default;
 DataKeyId CryptSession::create_data_key(const AzureMasterKey& master_key,
                                         const std::vector<std::string>& key_alt_names,
                                         std::optional<Deadline> deadline_option) {
-  if (master_key.provider != kAzureProvider) {
-    if (!is_named_provider(master_key.provider)) {
-      throw Error(ErrorCode::kConfiguration,
-                  "master key provider \"" + master_key.provider +
-                      "\" is not an Azure provider (\"azure\" or \"azure:<name>\")");
-    }
-    const std::string version = libmongocrypt_version();
-    const auto parsed = parse_version(version);
-    const bool has_named = parsed && (*parsed >= std::pair{1, 9});
-    throw Error(ErrorCode::kUnsupported,
-                "KMS provider \"" + master_key.provider + "\" is a named provider: " +
-                    (has_named ? "libmongocrypt " + version + " knows named providers, but "
-                               : "named KMS providers need libmongocrypt >= 1.9 (this process "
-                                 "has " +
-                                     version + "), and even there ") +
-                    "on-demand credentials for them would need libmongocrypt to track the need "
-                    "per provider name instead of per type. Use \"azure\" with on-demand "
-                    "credentials, or KmsProviders::credentials() to pass named credentials up "
-                    "front with libmongocrypt >= 1.9");
-  }
+  impl_->check_configured(master_key.provider);
   if (master_key.key_vault_endpoint.empty() || master_key.key_name.empty()) {
     throw Error(ErrorCode::kConfiguration,
                 "an Azure master key needs keyVaultEndpoint and keyName");
@@ -559,8 +702,8 @@ DataKeyId CryptSession::create_data_key(const AzureMasterKey& master_key,
   bson_destroy(&kek);
 
   const BsonDocument key = impl_->run(
-      [&] {
-        CtxPtr ctx(mongocrypt_ctx_new(impl_->crypt.get()));
+      [&](mongocrypt_t* crypt) {
+        CtxPtr ctx(mongocrypt_ctx_new(crypt));
         BinaryView kek_view(master);
         check(mongocrypt_ctx_setopt_key_encryption_key(ctx.get(), kek_view.get()), ctx.get(),
               "invalid Azure master key", ErrorCode::kConfiguration);
@@ -586,8 +729,8 @@ BsonValue CryptSession::encrypt(const BsonValue& value, const DataKeyId& key, Al
                                 std::optional<Deadline> deadline) {
   const ValueDocument input(value);
   return impl_->run(
-      [&] {
-        CtxPtr ctx(mongocrypt_ctx_new(impl_->crypt.get()));
+      [&](mongocrypt_t* crypt) {
+        CtxPtr ctx(mongocrypt_ctx_new(crypt));
         BinaryView id(key.bytes);
         check(mongocrypt_ctx_setopt_key_id(ctx.get(), id.get()), ctx.get(), "key id");
         check(mongocrypt_ctx_setopt_algorithm(ctx.get(), to_string(algorithm).data(), -1),
@@ -605,8 +748,8 @@ BsonValue CryptSession::encrypt(const BsonValue& value, std::string_view key_alt
   const ValueDocument input(value);
   const std::string name(key_alt_name);
   return impl_->run(
-      [&] {
-        CtxPtr ctx(mongocrypt_ctx_new(impl_->crypt.get()));
+      [&](mongocrypt_t* crypt) {
+        CtxPtr ctx(mongocrypt_ctx_new(crypt));
         bson_t* alt = BCON_NEW("keyAltName", BCON_UTF8(name.c_str()));
         const BsonDocument alt_doc(alt);
         bson_destroy(alt);
@@ -629,8 +772,8 @@ BsonValue CryptSession::decrypt(const BsonValue& ciphertext, std::optional<Deadl
   }
   const ValueDocument input(ciphertext);
   return impl_->run(
-      [&] {
-        CtxPtr ctx(mongocrypt_ctx_new(impl_->crypt.get()));
+      [&](mongocrypt_t* crypt) {
+        CtxPtr ctx(mongocrypt_ctx_new(crypt));
         BinaryView in(input.bytes());
         check(mongocrypt_ctx_explicit_decrypt_init(ctx.get(), in.get()), ctx.get(),
               "starting decryption");
@@ -642,6 +785,7 @@ BsonValue CryptSession::decrypt(const BsonValue& ciphertext, std::optional<Deadl
 CryptStats CryptSession::stats() const {
   CryptStats s;
   s.credential_requests = impl_->credential_requests.load(std::memory_order_relaxed);
+  s.named_token_requests = impl_->named_token_requests.load(std::memory_order_relaxed);
   s.kms_requests = impl_->kms_requests.load(std::memory_order_relaxed);
   s.kms_retries = impl_->kms_retries.load(std::memory_order_relaxed);
   s.unauthorized_retries = impl_->unauthorized_retries.load(std::memory_order_relaxed);
