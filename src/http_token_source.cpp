@@ -27,19 +27,44 @@ std::string supported_list(std::uint8_t set) {
   return text.empty() ? std::string("none") : text;
 }
 
-// The `error` code of an OAuth-style error body ({"error": "invalid_request", ...}), which is
-// stable; the description is not, and may echo input, so it stays in the redacted excerpt.
-std::string oauth_error_code(std::string_view body) {
+// The fields of an OAuth error body that an operator needs to open a support case, by name:
+// error (or error.code), error_description, error_codes, timestamp, trace_id, correlation_id.
+// Read by name so that none is lost to the excerpt's length; each is redacted and bounded
+// like any text from an endpoint. Empty when the body is not such a JSON object.
+std::string oauth_error_fields(std::string_view body) {
   auto json = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (!json.is_object()) return {};
-  auto it = json.find("error");
-  if (it == json.end()) return {};
-  if (it->is_string()) return safe_excerpt(it->get<std::string>(), 64);
-  if (it->is_object()) {
-    auto code = it->find("code");
-    if (code != it->end() && code->is_string()) return safe_excerpt(code->get<std::string>(), 64);
+  std::string fields;
+  auto add = [&fields](std::string_view name, const nlohmann::json& value, std::size_t limit) {
+    std::string text;
+    if (value.is_string()) {
+      text = value.get<std::string>();
+    } else if (value.is_number() || (value.is_array() && value.size() <= 16)) {
+      text = value.dump();
+    } else {
+      return;
+    }
+    if (!fields.empty()) fields += ", ";
+    fields += std::string(name) + " " + safe_excerpt(text, limit);
+  };
+  if (auto error = json.find("error"); error != json.end()) {
+    if (error->is_object()) {
+      if (auto code = error->find("code"); code != error->end()) add("error", *code, 64);
+      if (auto message = error->find("message"); message != error->end()) {
+        add("message", *message, 300);
+      }
+    } else {
+      add("error", *error, 64);
+    }
   }
-  return {};
+  constexpr std::pair<std::string_view, std::size_t> kFields[] = {
+      {"error_description", 300}, {"error_codes", 100},   {"timestamp", 40},
+      {"trace_id", 40},           {"correlation_id", 40},
+  };
+  for (const auto& [name, limit] : kFields) {
+    if (auto value = json.find(name); value != json.end()) add(name, *value, limit);
+  }
+  return fields;
 }
 
 // Text fields of a token are what the endpoint said: an endpoint echoing a secret in one
@@ -145,7 +170,9 @@ AccessToken HttpTokenSource::parse_response(const HttpResponse& response,
                          "; check that nothing between azkms and the endpoint (a proxy) rewrites "
                          "the request, and that the resource is spelled as the service expects");
   }
-  if (token.resource.empty()) token.resource = request.resource;
+  // What was sent, whatever form the caller or the endpoint used (a scope
+  // "https://vault.azure.net/.default" is sent, and reported, as "https://vault.azure.net").
+  token.resource = asked;
   const std::string expected = expected_client_id(request);
   if (!expected.empty() && !token.client_id.empty() && !iequals(expected, token.client_id)) {
     throw make_error(ErrorCode::kIdentityMismatch,
@@ -194,11 +221,12 @@ AccessToken HttpTokenSource::fetch(const TokenRequest& request, Deadline deadlin
   redact_credentials_of(response.body);
   if (response.status != 200) {
     std::string message = "answered HTTP " + std::to_string(response.status);
-    if (auto code = oauth_error_code(response.body); !code.empty()) {
-      message += " (error " + code + ")";
+    if (auto fields = oauth_error_fields(response.body); !fields.empty()) {
+      message += " (" + fields + ")";
+    } else {
+      const std::string excerpt = safe_excerpt(response.body);
+      message += excerpt.empty() ? std::string(" with an empty body") : ": " + excerpt;
     }
-    const std::string excerpt = safe_excerpt(response.body);
-    message += excerpt.empty() ? std::string(" with an empty body") : ": " + excerpt;
     if (auto hint = status_hint(response.status); !hint.empty()) message += "; " + hint;
     Error error = make_error(ErrorCode::kHttpStatus, std::move(message));
     error.with_http_status(response.status).with_attempts(attempts);

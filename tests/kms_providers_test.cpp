@@ -102,6 +102,15 @@ TEST(KmsProvidersTest, RegistrationChecksNamesAndDuplicates) {
 // ---------------------------------------------------------------------------------------------
 // Laziness and exactness
 
+TEST(KmsProvidersTest, DescribeReportsTheResourceAsSentNotTheScope) {
+  KmsProviders registry;
+  registry.add("azure:scoped",
+               ProviderConfig{SourceKind::kAppService, {}, "https://vault.azure.net/.default"});
+  const std::string text = registry.describe("azure:scoped");
+  EXPECT_NE(text.find("resource https://vault.azure.net"), std::string::npos) << text;
+  EXPECT_EQ(text.find(".default"), std::string::npos) << text;
+}
+
 TEST(KmsProvidersTest, NothingIsFetchedOrDetectedBeforeItIsAsked) {
   // An App Service source named with no App Service variables: registering must not fail,
   // because nothing is looked at until a token is asked for.

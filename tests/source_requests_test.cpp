@@ -138,6 +138,14 @@ const Vars kServiceFabricVars{
     {"IDENTITY_HEADER", kHeaderSecret},
     {"IDENTITY_SERVER_THUMBPRINT", "0123456789abcdef0123456789abcdef01234567"}};
 
+// An Entra ID error body: the description first, the identifiers after it.
+std::string entra_error_body(const std::string& description) {
+  return R"({"error":"invalid_client","error_description":")" + description +
+         R"(","error_codes":[700016],"timestamp":"2026-11-27 10:00:00Z",)"
+         R"("trace_id":"0f0e0d0c-0b0a-4909-8807-060504030201",)"
+         R"("correlation_id":"1a2b3c4d-0000-4000-8000-00000000c0de"})";
+}
+
 // ---------------------------------------------------------------------------------------------
 // Exact requests
 
@@ -165,7 +173,8 @@ TEST_F(SourceTest, ImdsRequestForEverySelector) {
     const HttpRequest request = imds->build_request(for_identity(test.identity));
     EXPECT_EQ(request.method, "GET");
     EXPECT_EQ(request.url, base + test.query);
-    EXPECT_THAT(request.headers, ElementsAre(HttpHeader{"Metadata", "true", false}));
+    EXPECT_THAT(request.headers, ElementsAre(HttpHeader{"Metadata", "true", false},
+                                             HttpHeader{"Accept", "application/json", false}));
     EXPECT_TRUE(request.body.empty());
   }
 }
@@ -193,7 +202,8 @@ TEST_F(SourceTest, AppService2019RequestForEverySelector) {
     const HttpRequest request = app->build_request(for_identity(test.identity));
     EXPECT_EQ(request.method, "GET");
     EXPECT_EQ(request.url, base + test.query);
-    EXPECT_THAT(request.headers, ElementsAre(HttpHeader{"X-IDENTITY-HEADER", kHeaderSecret, true}));
+    EXPECT_THAT(request.headers, ElementsAre(HttpHeader{"X-IDENTITY-HEADER", kHeaderSecret, true},
+                                             HttpHeader{"Metadata", "true", false}));
     EXPECT_TRUE(request.body.empty());
     EXPECT_THAT(request.describe(), Not(HasSubstr(kHeaderSecret)));
   }
@@ -378,6 +388,10 @@ TEST_F(SourceTest, AScopeBecomesItsResource) {
   EXPECT_THAT(source(kImdsVars)->build_request(request).url,
               HasSubstr(std::string("&resource=") + kVault));
   EXPECT_THAT(source(kImdsVars)->build_request(request).url, Not(HasSubstr("default")));
+  // And the token reports the resource that was sent, not the scope.
+  http_->respond(200, ok_body(""));
+  EXPECT_EQ(source(kAppServiceVars)->fetch(request, deadline()).resource,
+            "https://vault.azure.net");
 }
 
 TEST_F(SourceTest, AnEmptyResourceIsAConfigurationError) {
@@ -489,6 +503,24 @@ TEST_F(SourceTest, AttemptBudgetIsTheSmallerOfAttemptTimeoutAndDeadline) {
   EXPECT_EQ(options[0].timeout, milliseconds{10'000});
   EXPECT_EQ(options[1].timeout, milliseconds{2'500});
   EXPECT_EQ(options[0].max_response_bytes, 1u << 20);
+}
+
+// An Entra ID error body with a long description, as workload identity's token endpoint gives:
+// the fields a support case needs come out by name, however long the description is.
+TEST_F(SourceTest, OAuthErrorFieldsAreKeptByNameAfterALongDescription) {
+  auto app = source(kAppServiceVars);
+  const std::string description =
+      "AADSTS700016: Application with identifier 'x' was not found in the directory. " +
+      std::string(400, '.') + " header " + kHeaderSecret;
+  http_->respond(400, entra_error_body(description));
+  const std::string message = fetch_error(*app).what();
+  EXPECT_THAT(message, HasSubstr("error invalid_client"));
+  EXPECT_THAT(message, HasSubstr("AADSTS700016"));
+  EXPECT_THAT(message, HasSubstr("error_codes [700016]"));
+  EXPECT_THAT(message, HasSubstr("timestamp 2026-11-27 10:00:00Z"));
+  EXPECT_THAT(message, HasSubstr("trace_id 0f0e0d0c-0b0a-4909-8807-060504030201"));
+  EXPECT_THAT(message, HasSubstr("correlation_id 1a2b3c4d-0000-4000-8000-00000000c0de"));
+  EXPECT_THAT(message, Not(HasSubstr(kHeaderSecret)));
 }
 
 TEST_F(SourceTest, NonSuccessStatusNamesSourceEndpointStatusAndWhatToDo) {

@@ -12,6 +12,7 @@
 #include "azkms/error.hpp"
 #include "file_reader.hpp"
 #include "kms/token_provider.hpp"
+#include "sources/common.hpp"
 
 namespace azkms {
 namespace {
@@ -244,8 +245,9 @@ std::string KmsProviders::describe(std::string_view name) const {
   } else {
     what = "auto-detected on first use";
   }
+  // The resource as it is sent: a scope (".../.default") goes out as its resource.
   return entry.name + ": " + what + ", " + entry.request.identity.describe() + ", resource " +
-         entry.request.resource;
+         sources::resource_of(entry.request);
 }
 
 std::chrono::milliseconds KmsProviders::token_timeout() const {

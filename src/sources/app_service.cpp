@@ -1,7 +1,8 @@
 // App Service, Azure Functions and Container Apps: the identity endpoint of API 2019-08-01.
 //
 // GET $IDENTITY_ENDPOINT?api-version=2019-08-01&resource=...
-// header X-IDENTITY-HEADER: $IDENTITY_HEADER (an SSRF guard the platform rotates).
+// headers X-IDENTITY-HEADER: $IDENTITY_HEADER (an SSRF guard the platform rotates) and
+// Metadata: true (for Azure Automation, which serves the same protocol).
 // Selectors: client_id, principal_id (the object id), mi_res_id.
 #include "sources/common.hpp"
 #include "sources/registry.hpp"
@@ -33,6 +34,8 @@ class AppServiceSource final : public HttpTokenSource {
     http.method = "GET";
     http.url = with_query(endpoint_, params);
     http.headers.push_back({"X-IDENTITY-HEADER", identity_header_.reveal(), /*sensitive=*/true});
+    // App Service ignores it; Azure Automation, which serves the same protocol, expects it.
+    http.headers.push_back({"Metadata", "true"});
     return http;
   }
 

@@ -2,7 +2,8 @@
 // no other hosting environment is recognised.
 //
 // GET {authority}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=...
-// header Metadata: true (without it IMDS answers 400 bad_request_102). Selectors: client_id,
+// headers Metadata: true (without it IMDS answers 400 bad_request_102) and Accept:
+// application/json. Selectors: client_id,
 // object_id, msi_res_id. Retries follow Microsoft's IMDS guidance (RetryPolicy::imds()).
 #include "sources/common.hpp"
 #include "sources/registry.hpp"
@@ -38,6 +39,8 @@ class ImdsSource final : public HttpTokenSource {
     http.method = "GET";
     http.url = with_query(endpoint(), params);
     http.headers.push_back({"Metadata", "true"});
+    // As the MongoDB specification's IMDS request does.
+    http.headers.push_back({"Accept", "application/json"});
     return http;
   }
 
