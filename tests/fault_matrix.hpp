@@ -187,6 +187,9 @@ inline const std::vector<Row>& rows() {
       row.how = "emulator stopped";
       row.arm = Arm::kRefused;
       row.expect = fails(kConnection, 3);
+      // IMDS is reached by fallback here: nothing accepting the connection means no IMDS, said
+      // at once instead of retried.
+      row.except[kImds] = fails(kNoSource, 1);
       r.push_back(row);
     }
     r.push_back(emulator_row("connection reset mid-body once, then success", "reset", 1, token(2)));

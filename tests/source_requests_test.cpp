@@ -594,6 +594,69 @@ TEST_F(SourceTest, RetriesFollowTheSourcePolicy) {
   EXPECT_EQ(imds->fetch({}, clock->steady_now() + seconds{120}).token.reveal(), "tok-SECRET-value");
 }
 
+// Off Azure: IMDS reached by fallback, and nothing accepts the connection. One attempt, with a
+// one-second connection budget, and a typed error saying what was looked for; not the IMDS
+// policy's half minute of retries.
+TEST_F(SourceTest, ImdsByFallbackEndsAtOnceWhenNothingIsThere) {
+  auto clock = std::make_shared<testing::AutoAdvanceClock>();
+  SourceContext context;
+  context.http = http_;
+  context.clock = clock;
+  http_->set_handler([](const HttpRequest&, const HttpOptions&) -> HttpResponse {
+    throw Error(ErrorCode::kConnection, "Failed to connect to 169.254.169.254 port 80: No route");
+  });
+  auto imds = make_source(MapEnvironment{}, std::nullopt, context);
+  try {
+    imds->fetch({}, clock->steady_now() + seconds{120});
+    FAIL() << "fetched a token with nothing there";
+  } catch (const Error& error) {
+    EXPECT_EQ(error.code(), ErrorCode::kNoSource) << error.what();
+    EXPECT_EQ(error.attempts(), 1);
+    EXPECT_THAT(error.what(), HasSubstr("no managed identity endpoint was found"));
+    EXPECT_THAT(error.what(), HasSubstr("IDENTITY_ENDPOINT"));
+    EXPECT_THAT(error.what(), HasSubstr("AZURE_FEDERATED_TOKEN_FILE"));
+    EXPECT_THAT(error.what(), HasSubstr("http://169.254.169.254"));
+  }
+  ASSERT_EQ(http_->options().size(), 1u);
+  EXPECT_EQ(http_->options()[0].connect_timeout, milliseconds{1'000});
+}
+
+// Named explicitly, IMDS is assumed to be there: transport failures are retried as before.
+TEST_F(SourceTest, ImdsNamedExplicitlyRetriesTransportFailures) {
+  auto clock = std::make_shared<testing::AutoAdvanceClock>();
+  SourceContext context;
+  context.http = http_;
+  context.clock = clock;
+  int calls = 0;
+  http_->set_handler([&calls](const HttpRequest&, const HttpOptions&) -> HttpResponse {
+    if (++calls < 3) throw Error(ErrorCode::kConnection, "connection refused");
+    return HttpResponse{200, {}, ok_body()};
+  });
+  auto imds = make_source(MapEnvironment{}, SourceKind::kImds, context);
+  EXPECT_EQ(imds->fetch({}, clock->steady_now() + seconds{120}).token.reveal(), "tok-SECRET-value");
+  EXPECT_EQ(calls, 3);
+  EXPECT_EQ(http_->options()[0].connect_timeout, milliseconds{0});
+}
+
+// Once IMDS has answered anything, it is there: later transport failures get the full policy.
+TEST_F(SourceTest, ImdsByFallbackRetriesOnceItHasAnswered) {
+  auto clock = std::make_shared<testing::AutoAdvanceClock>();
+  SourceContext context;
+  context.http = http_;
+  context.clock = clock;
+  int calls = 0;
+  http_->set_handler([&calls](const HttpRequest&, const HttpOptions&) -> HttpResponse {
+    ++calls;
+    if (calls == 1) return HttpResponse{500, {}, "warming up"};
+    if (calls == 2) throw Error(ErrorCode::kConnection, "connection reset");
+    return HttpResponse{200, {}, ok_body()};
+  });
+  auto imds = make_source(MapEnvironment{}, std::nullopt, context);
+  EXPECT_EQ(imds->fetch({}, clock->steady_now() + seconds{120}).token.reveal(), "tok-SECRET-value");
+  EXPECT_EQ(calls, 3);
+  EXPECT_EQ(http_->options()[2].connect_timeout, milliseconds{0});
+}
+
 TEST_F(SourceTest, RetryPolicyOverrideInTheContext) {
   auto imds = source(kImdsVars, std::nullopt, RetryPolicy::no_retries());
   http_->respond(500, "internal");

@@ -85,6 +85,10 @@ struct HttpOptions {
   // Budget for this one exchange (connect + send + full response). The caller computes it
   // from its own deadline and the per-attempt timeout.
   std::chrono::milliseconds timeout{10'000};
+  // Budget for establishing the connection alone, when shorter than `timeout`; zero: `timeout`.
+  // IMDS reached by fallback is probed this way, so that a machine off Azure finds out in a
+  // second that nothing is there.
+  std::chrono::milliseconds connect_timeout{0};
   // Responses larger than this are refused as soon as the size is known (Content-Length) or
   // exceeded while streaming.
   std::size_t max_response_bytes = 1u << 20;

@@ -434,7 +434,10 @@ class CurlHttpClient final : public HttpClient, private detail::ForkAware {
     curl_easy_setopt(h, CURLOPT_MAXREDIRS, 0L);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, static_cast<long>(options.timeout.count()));
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(options.timeout.count()));
+    const auto connect_timeout = options.connect_timeout.count() > 0
+                                     ? std::min(options.connect_timeout, options.timeout)
+                                     : options.timeout;
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(connect_timeout.count()));
     curl_easy_setopt(h, CURLOPT_USERAGENT, "azkms/0.1");
     curl_easy_setopt(h, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers.get());

@@ -5,6 +5,9 @@
 // headers Metadata: true (without it IMDS answers 400 bad_request_102) and Accept:
 // application/json. Selectors: client_id,
 // object_id, msi_res_id. Retries follow Microsoft's IMDS guidance (RetryPolicy::imds()).
+#include <atomic>
+
+#include "azkms/error.hpp"
 #include "sources/common.hpp"
 #include "sources/registry.hpp"
 
@@ -14,10 +17,18 @@ namespace {
 constexpr std::string_view kDefaultAuthority = "http://169.254.169.254";
 constexpr std::string_view kTokenPath = "/metadata/identity/oauth2/token";
 
+// How long a probe of IMDS waits for a connection, as the Azure SDKs do.
+constexpr std::chrono::milliseconds kProbeConnectTimeout{1'000};
+
 class ImdsSource final : public HttpTokenSource {
  public:
-  ImdsSource(std::string authority, SourceContext context)
-      : HttpTokenSource(std::move(context)), authority_(std::move(authority)) {}
+  // `probe`: IMDS was reached by fallback, not named, so there may be no IMDS at all (a
+  // machine off Azure). Until IMDS has answered once, each attempt connects within a second,
+  // and a connection that fails or does not come ends the fetch at once with kNoSource instead
+  // of the half minute of retries the IMDS policy allows. Once IMDS has answered anything, the
+  // full policy applies.
+  ImdsSource(std::string authority, bool probe, SourceContext context)
+      : HttpTokenSource(std::move(context)), authority_(std::move(authority)), probe_(probe) {}
 
   [[nodiscard]] SourceKind kind() const override { return SourceKind::kImds; }
   [[nodiscard]] std::string endpoint() const override {
@@ -45,6 +56,32 @@ class ImdsSource final : public HttpTokenSource {
   }
 
  protected:
+  HttpResponse exchange(const HttpRequest& request, const HttpOptions& options) override {
+    if (!probe_ || answered_.load(std::memory_order_acquire)) {
+      return HttpTokenSource::exchange(request, options);
+    }
+    HttpOptions probe = options;
+    probe.connect_timeout = kProbeConnectTimeout;
+    const SteadyTime started = clock().steady_now();
+    try {
+      HttpResponse response = HttpTokenSource::exchange(request, probe);
+      answered_.store(true, std::memory_order_release);
+      return response;
+    } catch (const Error& error) {
+      if (!nothing_there(error, clock().steady_now() - started, options)) throw;
+      throw make_error(ErrorCode::kNoSource,
+                       "no managed identity endpoint was found: no hosting environment's "
+                       "variables are set (looked for IDENTITY_ENDPOINT with IDENTITY_HEADER, "
+                       "IMDS_ENDPOINT or IDENTITY_SERVER_THUMBPRINT; MSI_ENDPOINT; "
+                       "AZURE_FEDERATED_TOKEN_FILE with AZURE_CLIENT_ID and AZURE_TENANT_ID; the "
+                       "Azure Arc agent), and IMDS at " +
+                           authority_ + " did not accept a connection within " +
+                           std::to_string(kProbeConnectTimeout.count()) + " ms (" + error.what() +
+                           "). Off Azure, name a source or use a callback; on an Azure VM, check "
+                           "that a managed identity is enabled");
+    }
+  }
+
   [[nodiscard]] std::string status_hint(int status) const override {
     switch (status) {
       case 400:
@@ -63,7 +100,17 @@ class ImdsSource final : public HttpTokenSource {
   }
 
  private:
+  // A transport failure that means no IMDS: refused or unreachable, or a timeout that came
+  // before the attempt's own budget ran out (so it was the connection that did not come).
+  static bool nothing_there(const Error& error, SteadyTime::duration spent,
+                            const HttpOptions& options) {
+    if (error.code() == ErrorCode::kConnection) return true;
+    return error.code() == ErrorCode::kTimeout && spent < options.timeout - options.timeout / 4;
+  }
+
   std::string authority_;
+  bool probe_;
+  std::atomic<bool> answered_{false};
 };
 
 }  // namespace
@@ -78,7 +125,8 @@ Candidate make_imds(const Environment& env, const SourceContext& context, Mode m
     authority = checked_authority(SourceKind::kImds, kPodIdentityAuthorityHost, *host);
     reason += " (authority from " + std::string(kPodIdentityAuthorityHost) + ")";
   }
-  return {std::make_shared<ImdsSource>(std::move(authority), context), std::move(reason)};
+  const bool probe = mode != Mode::kForced;
+  return {std::make_shared<ImdsSource>(std::move(authority), probe, context), std::move(reason)};
 }
 
 }  // namespace azkms::sources
