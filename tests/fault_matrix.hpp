@@ -264,7 +264,7 @@ inline const std::vector<Row>& rows() {
       Row row = emulator_row("response names another identity (client id requested)",
                              "wrong-identity", 1, fails(kIdentityMismatch, 1));
       row.client_id_selector = true;
-      for (auto endpoint : {kCloudShell, kAzureArc, kServiceFabric}) {
+      for (auto endpoint : {kCloudShell, kServiceFabric}) {
         row.except[endpoint] = fails(kUnsupportedSelector, 0);  // refused before any request
       }
       r.push_back(row);

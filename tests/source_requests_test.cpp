@@ -426,8 +426,6 @@ TEST_F(SourceTest, UnsupportedSelectorsAreRefusedBeforeAnyRequest) {
       {"MlResourceId", kMlVars, {}, IdentitySelector::resource_id(kResourceId)},
       {"CloudShellClientId", kCloudShellVars, {}, IdentitySelector::client_id("c")},
       {"CloudShellObjectId", kCloudShellVars, {}, IdentitySelector::object_id("o")},
-      {"ArcClientId", arc_vars, {}, IdentitySelector::client_id("c")},
-      {"ArcResourceId", arc_vars, {}, IdentitySelector::resource_id(kResourceId)},
       {"FabricClientId", kServiceFabricVars, {}, IdentitySelector::client_id("c")},
       {"FabricObjectId", kServiceFabricVars, {}, IdentitySelector::object_id("o")},
   };
@@ -798,6 +796,46 @@ TEST_F(ArcTest, AnswersTheChallengeWithTheKeyFile) {
                           HttpHeader{"Authorization", "Basic ARC-KEY-SECRET-0042", true}));
   EXPECT_EQ(requests[1].url, requests[0].url);
   EXPECT_THAT(requests[1].describe(), Not(HasSubstr("ARC-KEY-SECRET")));
+}
+
+// Current agents serve user-assigned identities; a token is taken only when the response names
+// the identity asked for, because an older agent answers with the system-assigned one.
+TEST_F(ArcTest, UserAssignedIdentitiesAreSentAndMustBeEchoed) {
+  const std::string key = write(dir_ / "tokens" / "abc.key", "ARC-KEY-SECRET-0042");
+  struct Case {
+    IdentitySelector identity;
+    std::string query;
+    std::string echo;  // the field naming it in the response
+  };
+  const std::vector<Case> cases{
+      {IdentitySelector::client_id("cid-7"), "&client_id=cid-7", R"("client_id":"CID-7")"},
+      {IdentitySelector::object_id("oid-7"), "&object_id=oid-7", R"("object_id":"oid-7")"},
+      {IdentitySelector::resource_id(kResourceId), std::string("&msi_res_id=") + kResourceIdEncoded,
+       std::string(R"("msi_res_id":")") + kResourceId + "\""},
+  };
+  for (const auto& test : cases) {
+    auto arc = source(vars_);
+    const TokenRequest request = for_identity(test.identity);
+    EXPECT_THAT(arc->build_request(request).url, ::testing::EndsWith(test.query));
+
+    http_->respond(challenge(key));
+    http_->respond(200, ok_body("," + test.echo));
+    EXPECT_EQ(arc->fetch(request, deadline()).source, "Azure Arc");
+
+    // No identity named: the system-assigned identity's token from an older agent. Refused.
+    http_->respond(challenge(key));
+    http_->respond(200, ok_body());
+    Error error = fetch_error(*arc, request);
+    EXPECT_EQ(error.code(), ErrorCode::kIdentityMismatch) << error.what();
+    EXPECT_THAT(error.what(), HasSubstr("does not name the identity"));
+    EXPECT_THAT(error.what(), Not(HasSubstr("ARC-KEY-SECRET")));
+
+    // Another identity named: refused too.
+    http_->respond(challenge(key));
+    http_->respond(200, ok_body(R"(,"client_id":"x","object_id":"y","msi_res_id":"z")"));
+    error = fetch_error(*arc, request);
+    EXPECT_EQ(error.code(), ErrorCode::kIdentityMismatch) << error.what();
+  }
 }
 
 TEST_F(ArcTest, AcceptsAQuotedRealm) {

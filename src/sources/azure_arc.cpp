@@ -3,7 +3,8 @@
 // GET {endpoint}?api-version=2020-06-01&resource=..., header Metadata: true. The agent answers
 // 401 with `WWW-Authenticate: Basic realm=<path of a key file>`; the same request is sent
 // again with `Authorization: Basic <file contents>`. See include/azkms/sources/azure_arc.hpp
-// for why the path is checked as it is and why only the system-assigned identity is offered.
+// for why the path is checked as it is, and why a user-assigned identity's token is accepted
+// only when the response names that identity.
 #include "azkms/sources/azure_arc.hpp"
 
 #include <openssl/crypto.h>
@@ -11,6 +12,8 @@
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
+#include <nlohmann/json.hpp>
+#include <optional>
 
 #include "azkms/token_response.hpp"
 #include "file_reader.hpp"
@@ -24,6 +27,15 @@ namespace {
 
 constexpr std::size_t kMaxKeyBytes = 4096;
 constexpr std::size_t kMaxFileName = 255;  // NAME_MAX on Linux
+
+// A top-level string field of a JSON body; nullopt when absent or not a string.
+std::optional<std::string> string_field(std::string_view body, std::string_view name) {
+  const auto json = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (!json.is_object()) return std::nullopt;
+  const auto it = json.find(name);
+  if (it == json.end() || !it->is_string()) return std::nullopt;
+  return it->get<std::string>();
+}
 
 std::string_view trim(std::string_view text) {
   while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
@@ -41,7 +53,7 @@ class AzureArcSource final : public HttpTokenSource {
   [[nodiscard]] SourceKind kind() const override { return SourceKind::kAzureArc; }
   [[nodiscard]] std::string endpoint() const override { return endpoint_; }
   [[nodiscard]] std::uint8_t supported_selectors() const override {
-    return kSupportsSystemAssigned;
+    return kSupportsSystemAssigned | kSupportsClientId | kSupportsObjectId | kSupportsResourceId;
   }
 
   [[nodiscard]] HttpRequest build_request(const TokenRequest& request) const override {
@@ -49,7 +61,11 @@ class AzureArcSource final : public HttpTokenSource {
     const std::string resource = resource_of(request);
     HttpRequest http;
     http.method = "GET";
-    http.url = with_query(endpoint_, {{"api-version", "2020-06-01"}, {"resource", resource}});
+    QueryParams params{{"api-version", "2020-06-01"}, {"resource", resource}};
+    if (auto selector = selector_param(request, "client_id", "object_id", "msi_res_id")) {
+      params.push_back(*selector);
+    }
+    http.url = with_query(endpoint_, params);
     http.headers.push_back({"Metadata", "true"});
     return http;
   }
@@ -100,8 +116,29 @@ class AzureArcSource final : public HttpTokenSource {
     return second;
   }
 
-  [[nodiscard]] std::string selector_note() const override {
-    return "an Arc-enabled server has only its system-assigned identity";
+  // An agent that does not know user-assigned identities ignores the selector and answers
+  // with the system-assigned identity: accept a user-assigned token only when the response
+  // names the identity that was asked for.
+  [[nodiscard]] AccessToken parse_response(const HttpResponse& response,
+                                           const TokenRequest& request,
+                                           SystemTime sent_at) const override {
+    AccessToken token = HttpTokenSource::parse_response(response, request, sent_at);
+    const auto kind = request.identity.kind();
+    if (kind == IdentitySelector::Kind::kSystemAssigned) return token;
+    const std::string_view field = kind == IdentitySelector::Kind::kClientId   ? "client_id"
+                                   : kind == IdentitySelector::Kind::kObjectId ? "object_id"
+                                                                               : "msi_res_id";
+    const auto echoed = string_field(response.body, field);
+    if (echoed && iequals(*echoed, request.identity.value())) return token;
+    throw make_error(
+        ErrorCode::kIdentityMismatch,
+        "asked for the user-assigned identity with " + std::string(field) + " " +
+            safe_excerpt(request.identity.value(), 200) + ", but the response " +
+            (echoed ? "names " + std::string(field) + " " + safe_excerpt(*echoed, 200)
+                    : "does not name the identity it is for") +
+            "; an Azure Connected Machine agent without user-assigned identity support answers "
+            "with the system-assigned identity: update the agent, or ask for the "
+            "system-assigned identity");
   }
 
   [[nodiscard]] std::string status_hint(int status) const override {

@@ -7,10 +7,10 @@
 // bytes (checked before it is read), and its path is rebuilt from `key_directory` and the base
 // name. One challenge per attempt: a second 401 is an error, never a loop.
 //
-// Only the system-assigned identity is supported, and selectors are refused before any
-// request: an Arc-enabled server has exactly one identity, the system-assigned one, and public
-// clients disagree on whether the agent honours selectors at all. Sending one and trusting the
-// answer could hand back a token for an identity nobody asked for.
+// User-assigned identities: current agents accept client_id, object_id and msi_res_id. An older
+// agent ignores them and answers with the system-assigned identity's token, so a response is
+// accepted for a selector only when it names the requested identity (the client_id, object_id
+// or msi_res_id field, whichever was asked by); one that does not is kIdentityMismatch.
 #pragma once
 
 #include <memory>
