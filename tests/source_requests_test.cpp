@@ -17,6 +17,7 @@
 #include "azkms/detect.hpp"
 #include "azkms/error.hpp"
 #include "azkms/sources/azure_arc.hpp"
+#include "http/connection_failure.hpp"
 
 namespace azkms {
 namespace {
@@ -601,7 +602,8 @@ TEST_F(SourceTest, ImdsByFallbackEndsAtOnceWhenNothingIsThere) {
   context.http = http_;
   context.clock = clock;
   http_->set_handler([](const HttpRequest&, const HttpOptions&) -> HttpResponse {
-    throw Error(ErrorCode::kConnection, "Failed to connect to 169.254.169.254 port 80: No route");
+    throw Error(ErrorCode::kConnection, "GET http://169.254.169.254/... failed: " +
+                                            std::string(kNoConnectionMarker) + "No route to host");
   });
   auto imds = make_source(MapEnvironment{}, std::nullopt, context);
   try {
@@ -634,6 +636,22 @@ TEST_F(SourceTest, ImdsNamedExplicitlyRetriesTransportFailures) {
   EXPECT_EQ(imds->fetch({}, clock->steady_now() + seconds{120}).token.reveal(), "tok-SECRET-value");
   EXPECT_EQ(calls, 3);
   EXPECT_EQ(http_->options()[0].connect_timeout, milliseconds{0});
+}
+
+// A connection made and then dropped means IMDS is there: retried as usual.
+TEST_F(SourceTest, ImdsByFallbackRetriesAConnectionDroppedAfterItWasMade) {
+  auto clock = std::make_shared<testing::AutoAdvanceClock>();
+  SourceContext context;
+  context.http = http_;
+  context.clock = clock;
+  int calls = 0;
+  http_->set_handler([&calls](const HttpRequest&, const HttpOptions&) -> HttpResponse {
+    if (++calls == 1) throw Error(ErrorCode::kConnection, "Connection reset by peer");
+    return HttpResponse{200, {}, ok_body()};
+  });
+  auto imds = make_source(MapEnvironment{}, std::nullopt, context);
+  EXPECT_EQ(imds->fetch({}, clock->steady_now() + seconds{120}).token.reveal(), "tok-SECRET-value");
+  EXPECT_EQ(calls, 2);
 }
 
 // Once IMDS has answered anything, it is there: later transport failures get the full policy.

@@ -50,6 +50,7 @@
 #include "azkms/http.hpp"
 #include "azkms/log.hpp"
 #include "fork_safety.hpp"
+#include "http/connection_failure.hpp"
 #include "http/proxy_bypass.hpp"
 #include "redaction.hpp"
 #include "text.hpp"
@@ -327,6 +328,25 @@ ErrorCode classify(CURLcode rc) {
   }
 }
 
+// True when the exchange failed before any connection was made: refused, unreachable,
+// unresolvable, or the connection (or name resolution) timed out. libcurl reports a timeout in
+// those phases as "Connection timed out after ..." / "Resolving timed out after ...", and one
+// after the connection was made as "Operation timed out after ..."; the connect time cannot
+// tell, since it is zero on a reused connection too.
+bool never_connected(CURLcode rc, std::string_view detail) {
+  switch (rc) {
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+      return true;
+    case CURLE_OPERATION_TIMEDOUT:
+      return detail.starts_with("Connection timed out") ||
+             detail.starts_with("Resolving timed out");
+    default:
+      return false;
+  }
+}
+
 std::string next_step(ErrorCode code) {
   switch (code) {
     case ErrorCode::kTimeout:
@@ -553,6 +573,7 @@ class CurlHttpClient final : public HttpClient, private detail::ForkAware {
       // libcurl's own detail when it wrote one (it names addresses, never headers), else the
       // generic text of the code.
       message += ": ";
+      if (never_connected(rc, error_buffer)) message += kNoConnectionMarker;
       message += error_buffer[0] != '\0' ? safe_excerpt(error_buffer, 300) : curl_easy_strerror(rc);
       message += "; " + next_step(code);
       throw Error(code, std::move(message));

@@ -8,6 +8,7 @@
 #include <atomic>
 
 #include "azkms/error.hpp"
+#include "http/connection_failure.hpp"
 #include "sources/common.hpp"
 #include "sources/registry.hpp"
 
@@ -62,13 +63,12 @@ class ImdsSource final : public HttpTokenSource {
     }
     HttpOptions probe = options;
     probe.connect_timeout = kProbeConnectTimeout;
-    const SteadyTime started = clock().steady_now();
     try {
       HttpResponse response = HttpTokenSource::exchange(request, probe);
       answered_.store(true, std::memory_order_release);
       return response;
     } catch (const Error& error) {
-      if (!nothing_there(error, clock().steady_now() - started, options)) throw;
+      if (!is_no_connection(error)) throw;
       throw make_error(ErrorCode::kNoSource,
                        "no managed identity endpoint was found: no hosting environment's "
                        "variables are set (looked for IDENTITY_ENDPOINT with IDENTITY_HEADER, "
@@ -100,14 +100,6 @@ class ImdsSource final : public HttpTokenSource {
   }
 
  private:
-  // A transport failure that means no IMDS: refused or unreachable, or a timeout that came
-  // before the attempt's own budget ran out (so it was the connection that did not come).
-  static bool nothing_there(const Error& error, SteadyTime::duration spent,
-                            const HttpOptions& options) {
-    if (error.code() == ErrorCode::kConnection) return true;
-    return error.code() == ErrorCode::kTimeout && spent < options.timeout - options.timeout / 4;
-  }
-
   std::string authority_;
   bool probe_;
   std::atomic<bool> answered_{false};
