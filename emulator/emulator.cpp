@@ -28,6 +28,7 @@
 #include "connection_guard.hpp"
 #include "faults.hpp"
 #include "http_faults.hpp"
+#include "platform_token_cache.hpp"
 
 namespace azkms::emulator {
 namespace {
@@ -163,6 +164,8 @@ struct Selector {
 struct Grant {
   const Identity* identity = nullptr;
   std::string resource;
+  // The request's token_sha256_to_refresh (App Service, Service Fabric), if any.
+  std::string token_sha256_to_refresh{};
 };
 
 std::string path_for(Endpoint endpoint) {
@@ -269,6 +272,7 @@ struct Emulator::Impl {
 
   Options options;
   TokenLedger ledger;
+  PlatformTokenCache platform_cache;  // used when options.platform_token_cache
   std::array<std::atomic<std::uint64_t>, kEndpointCount> served{};
   std::array<std::atomic<std::uint64_t>, kEndpointCount> issued{};
   std::array<FaultQueue, kEndpointCount> faults;
@@ -579,6 +583,12 @@ struct Emulator::Impl {
         break;
     }
     if (!grant) return;
+    if (endpoint == Endpoint::kAppService || endpoint == Endpoint::kServiceFabric) {
+      const auto params = query_params(req);
+      if (auto hash = params.find("token_sha256_to_refresh"); hash != params.end()) {
+        grant->token_sha256_to_refresh = hash->second;
+      }
+    }
 
     std::string fault;
     if (!pick_fault(endpoint, req, res, false, fault)) return;
@@ -696,10 +706,31 @@ struct Emulator::Impl {
   // The endpoint's own token shape.
   void respond(Endpoint endpoint, const Grant& grant, httplib::Response& res,
                bool force_client_id) {
-    const std::chrono::seconds lifetime(lifetime_s.load(std::memory_order_relaxed));
+    std::chrono::seconds lifetime(lifetime_s.load(std::memory_order_relaxed));
     const auto now = Clock::now();
-    const auto expires = now + lifetime;
-    const std::string token = issue(endpoint, *grant.identity, grant.resource, lifetime);
+    auto expires = now + lifetime;
+    std::string token;
+    if (options.platform_token_cache &&
+        (endpoint == Endpoint::kAppService || endpoint == Endpoint::kServiceFabric)) {
+      bool reused = false;
+      const auto entry = platform_cache.get(
+          std::string(display_name(endpoint)), grant.identity->client_id, grant.resource,
+          grant.token_sha256_to_refresh,
+          [&] {
+            return PlatformTokenCache::Entry{
+                issue(endpoint, *grant.identity, grant.resource, lifetime), expires};
+          },
+          reused);
+      if (reused) {
+        log(std::string(display_name(endpoint)) + ": cached token handed back to client id " +
+            grant.identity->client_id + " for " + grant.resource);
+      }
+      token = entry.token;
+      expires = std::chrono::time_point_cast<Clock::duration>(entry.expires);
+      lifetime = std::chrono::duration_cast<std::chrono::seconds>(expires - now);
+    } else {
+      token = issue(endpoint, *grant.identity, grant.resource, lifetime);
+    }
     const std::string lifetime_text = std::to_string(lifetime.count());
     json body;
     switch (endpoint) {

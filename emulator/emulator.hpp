@@ -55,6 +55,11 @@ struct Options {
   // Azure ML: the identity served when a request names none (DEFAULT_IDENTITY_CLIENT_ID on the
   // platform). Empty: the system-assigned identity.
   std::string azure_ml_default_client_id;
+  // App Service and Service Fabric: keep issued tokens on the platform's side and hand the same
+  // one back for the same identity and resource, unless the request names it in
+  // token_sha256_to_refresh (MSI v1 token revocation), as the platforms do. Off by default:
+  // most tests count one issued token per request.
+  bool platform_token_cache = false;
   // Fixed ports per endpoint; endpoints not listed (or 0) get a free port.
   std::map<Endpoint, int> ports;
   // One line per notable event ("App Service: token issued to client id ..."). Never secrets.

@@ -50,6 +50,7 @@
 #include "azkms/http.hpp"
 #include "azkms/log.hpp"
 #include "fork_safety.hpp"
+#include "sha256.hpp"
 
 namespace azkms {
 namespace detail {
@@ -243,6 +244,8 @@ class CacheEntry final : private ForkAware {
   // Runs one fetch as the flight's leader; `lock` is held on entry and on return.
   std::shared_ptr<Flight> run_flight(std::unique_lock<std::mutex>& lock, Deadline deadline);
   void publish(std::shared_ptr<const AccessToken> token, const RenewalPlan& plan);
+  // Notes the current token as refused (mutex held), for the revocation protocol.
+  void remember_refused();
   // The failure a token that arrived with no more than min_remaining left counts as: what the
   // callers after those that waited for it get (all of them, when it had expired already).
   Error short_lived_error(const AccessToken& token, SystemTime now) const;
@@ -267,6 +270,9 @@ class CacheEntry final : private ForkAware {
   std::shared_ptr<Flight> flight;
   std::uint64_t flight_seq = 0;
   std::uint64_t min_trusted_seq = 0;  // flights started before an invalidate() are not published
+  // SHA-256 (hex) of the token last refused through invalidate() or force_refresh(): sent with
+  // the next fetch (TokenRequest::token_sha256_to_refresh) until a token arrives.
+  std::string refused_token_sha256;
   int background_failures = 0;
   int foreground_failures = 0;
   std::optional<Error> last_fetch_error;  // served during the fail-fast window
@@ -336,12 +342,14 @@ std::shared_ptr<Flight> CacheEntry::run_flight(std::unique_lock<std::mutex>& loc
   f->seq = ++flight_seq;
   flight = f;
   ++counters.upstream_requests;
+  TokenRequest asked = request;
+  asked.token_sha256_to_refresh = refused_token_sha256;
   lock.unlock();
 
   std::shared_ptr<const AccessToken> token;
   std::optional<Error> error;
   try {
-    token = std::make_shared<const AccessToken>(source->fetch(request, deadline));
+    token = std::make_shared<const AccessToken>(source->fetch(asked, deadline));
   } catch (const Error& e) {
     error = e;
   } catch (const std::exception& e) {
@@ -354,6 +362,7 @@ std::shared_ptr<Flight> CacheEntry::run_flight(std::unique_lock<std::mutex>& loc
   const SystemTime now = clock->now();
 
   lock.lock();
+  if (token) refused_token_sha256.clear();
   const auto& o = core->options;
   CacheEvent event;
   event.source = source_name;
@@ -519,6 +528,7 @@ std::shared_ptr<const AccessToken> CacheEntry::get_shared(std::optional<Deadline
 std::shared_ptr<const AccessToken> CacheEntry::force_refresh(Deadline deadline) {
   resume_after_fork();
   std::unique_lock lock(mutex);
+  remember_refused();
   const std::uint64_t wanted = flight_seq + 1;  // a flight started from now on
   for (;;) {
     if (flight) {
@@ -531,8 +541,13 @@ std::shared_ptr<const AccessToken> CacheEntry::force_refresh(Deadline deadline) 
   }
 }
 
+void CacheEntry::remember_refused() {
+  if (current) refused_token_sha256 = sha256_hex(current->token.reveal());
+}
+
 void CacheEntry::invalidate() {
   std::lock_guard lock(mutex);
+  remember_refused();
   current.reset();
   usable_until = SystemTime{};
   next_background.reset();

@@ -210,6 +210,21 @@ TEST_F(SourceTest, AppService2019RequestForEverySelector) {
   }
 }
 
+// MSI v1 token revocation: after a refused token, App Service and Service Fabric are told which
+// token to replace; the other sources have no platform cache to bypass.
+TEST_F(SourceTest, ARefusedTokenIsNamedToAppServiceAndServiceFabricOnly) {
+  TokenRequest request;
+  request.token_sha256_to_refresh = std::string(64, 'a');
+  const std::string named = "&xms_cc=cp1&token_sha256_to_refresh=" + std::string(64, 'a');
+  EXPECT_THAT(source(kAppServiceVars)->build_request(request).url, ::testing::EndsWith(named));
+  EXPECT_THAT(source(kServiceFabricVars)->build_request(request).url, ::testing::EndsWith(named));
+  EXPECT_THAT(source(kAppServiceVars)->build_request({}).url, Not(HasSubstr("xms_cc")));
+  for (const Vars* vars : {&kImdsVars, &kMsiVars, &kMlVars, &kCloudShellVars}) {
+    const HttpRequest other = source(*vars)->build_request(request);
+    EXPECT_THAT(other.url + other.body, Not(HasSubstr("token_sha256_to_refresh")));
+  }
+}
+
 TEST_F(SourceTest, AppService2017SendsClientidOnly) {
   auto legacy = source(kMsiVars);
   ASSERT_EQ(legacy->kind(), SourceKind::kAppService2017);

@@ -16,10 +16,17 @@ inline constexpr std::string_view kKeyVaultResource = "https://vault.azure.net";
 struct TokenRequest {
   std::string resource{kKeyVaultResource};
   IdentitySelector identity;
+  // Set by a TokenCache asking again because the token it held was refused
+  // (TokenHandle::invalidate() or force_refresh()): the hex SHA-256 of that token. App Service
+  // and Service Fabric cache tokens on the platform's side for hours; they are sent this with
+  // the client capability cp1 (MSI v1 token revocation), so that the platform issues a new
+  // token instead of handing back the refused one. Other sources ignore it.
+  std::string token_sha256_to_refresh{};  // {}: aggregates may leave it out without a warning
 
   // Written out (not defaulted) so that the header compiles as C++17.
   friend bool operator==(const TokenRequest& a, const TokenRequest& b) {
-    return a.resource == b.resource && a.identity == b.identity;
+    return a.resource == b.resource && a.identity == b.identity &&
+           a.token_sha256_to_refresh == b.token_sha256_to_refresh;
   }
   friend bool operator!=(const TokenRequest& a, const TokenRequest& b) { return !(a == b); }
 };

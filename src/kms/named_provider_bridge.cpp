@@ -1,7 +1,6 @@
 #include "kms/named_provider_bridge.hpp"
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #include <algorithm>
@@ -9,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "azkms/error.hpp"
+#include "sha256.hpp"
 
 namespace azkms {
 namespace {
@@ -37,16 +37,6 @@ std::string random_secret() {
     throw Error(ErrorCode::kCrypt, "cannot encode a placeholder secret");
   }
   return std::string(text.data());
-}
-
-// SHA-256 of a token, as raw bytes: enough to attribute a Key Vault 401 without keeping a copy.
-std::string digest(std::string_view token) {
-  std::array<unsigned char, EVP_MAX_MD_SIZE> out{};
-  unsigned int length = 0;
-  if (EVP_Digest(token.data(), token.size(), out.data(), &length, EVP_sha256(), nullptr) != 1) {
-    throw Error(ErrorCode::kCrypt, "cannot hash a token (EVP_Digest failed)");
-  }
-  return std::string(reinterpret_cast<const char*>(out.data()), length);
 }
 
 // The value of `name` in an application/x-www-form-urlencoded body; nullopt when absent.
@@ -124,7 +114,7 @@ HttpResponse NamedProviderBridge::answer(const std::string& provider, const Acce
   const nlohmann::json body = {{"token_type", "Bearer"},
                                {"expires_in", announced.count()},
                                {"access_token", token.token.reveal()}};
-  remember(provider, digest(token.token.reveal()));
+  remember(provider, sha256(token.token.reveal()));
   return HttpResponse{200, {{"Content-Type", "application/json", false}}, body.dump()};
 }
 
@@ -137,7 +127,7 @@ void NamedProviderBridge::remember(const std::string& provider, std::string toke
 }
 
 std::optional<std::string> NamedProviderBridge::provider_of_token(std::string_view bearer) const {
-  const std::string key = digest(bearer);
+  const std::string key = sha256(bearer);
   std::lock_guard lock(mutex_);
   for (const auto& [provider, recent] : recent_digests_) {
     if (std::find(recent.begin(), recent.end(), key) != recent.end()) return provider;

@@ -2,7 +2,8 @@
 //
 // GET $IDENTITY_ENDPOINT?api-version=2019-08-01&resource=...
 // headers X-IDENTITY-HEADER: $IDENTITY_HEADER (an SSRF guard the platform rotates) and
-// Metadata: true (for Azure Automation, which serves the same protocol).
+// Metadata: true (for Azure Automation, which serves the same protocol). After a refused token
+// the request carries xms_cc=cp1&token_sha256_to_refresh=<hash> (MSI v1 token revocation).
 // Selectors: client_id, principal_id (the object id), mi_res_id.
 #include "sources/common.hpp"
 #include "sources/registry.hpp"
@@ -30,6 +31,7 @@ class AppServiceSource final : public HttpTokenSource {
     if (auto selector = selector_param(request, "client_id", "principal_id", "mi_res_id")) {
       params.push_back(*selector);
     }
+    add_revocation_params(request, params);
     HttpRequest http;
     http.method = "GET";
     http.url = with_query(endpoint_, params);

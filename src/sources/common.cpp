@@ -177,6 +177,12 @@ std::string form_encode(const QueryParams& params) {
   return body;
 }
 
+void add_revocation_params(const TokenRequest& request, QueryParams& params) {
+  if (request.token_sha256_to_refresh.empty()) return;
+  params.emplace_back("xms_cc", "cp1");
+  params.emplace_back("token_sha256_to_refresh", request.token_sha256_to_refresh);
+}
+
 std::string resource_of(const TokenRequest& request) {
   constexpr std::string_view kScopeSuffix = "/.default";
   std::string resource = request.resource;

@@ -71,4 +71,9 @@ std::string checked_authority(SourceKind kind, std::string_view name, const std:
     const TokenRequest& request, std::string_view client_id_name, std::string_view object_id_name,
     std::string_view resource_id_name);
 
+// MSI v1 token revocation (App Service, Service Fabric): when the request carries the hash of a
+// refused token, adds xms_cc=cp1 (the client handles claims challenges) and
+// token_sha256_to_refresh=<hash>, so that the platform bypasses its own token cache.
+void add_revocation_params(const TokenRequest& request, QueryParams& params);
+
 }  // namespace azkms::sources

@@ -4,7 +4,8 @@
 // Secret: $IDENTITY_HEADER. The service's certificate is self-signed: TLS verification is
 // replaced by pinning its SHA-1 thumbprint from IDENTITY_SERVER_THUMBPRINT (never simply turned
 // off), and redirects are never followed (the HTTP client refuses them). The identity is fixed
-// by the cluster configuration, so no selector is accepted.
+// by the cluster configuration, so no selector is accepted. After a refused token the request
+// carries xms_cc=cp1&token_sha256_to_refresh=<hash> (MSI v1 token revocation).
 #include <algorithm>
 #include <cctype>
 
@@ -35,8 +36,9 @@ class ServiceFabricSource final : public HttpTokenSource {
     const std::string resource = resource_of(request);
     HttpRequest http;
     http.method = "GET";
-    http.url =
-        with_query(endpoint_, {{"api-version", "2019-07-01-preview"}, {"resource", resource}});
+    QueryParams params{{"api-version", "2019-07-01-preview"}, {"resource", resource}};
+    add_revocation_params(request, params);
+    http.url = with_query(endpoint_, params);
     http.headers.push_back({"Secret", identity_header_.reveal(), /*sensitive=*/true});
     return http;
   }
