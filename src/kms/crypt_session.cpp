@@ -20,13 +20,15 @@ extern "C" {
 #include <charconv>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <span>
 #include <type_traits>
 
 #include "azkms/error.hpp"
-#include "azkms/log.hpp"
 #include "azkms/token_response.hpp"
 #include "kms/kms_http.hpp"
+#include "log.hpp"
 #include "redaction.hpp"
+#include "retry.hpp"
 
 namespace azkms {
 namespace {

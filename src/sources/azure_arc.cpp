@@ -2,9 +2,9 @@
 //
 // GET {endpoint}?api-version=2020-06-01&resource=..., header Metadata: true. The agent answers
 // 401 with `WWW-Authenticate: Basic realm=<path of a key file>`; the same request is sent
-// again with `Authorization: Basic <file contents>`. See include/azkms/sources/azure_arc.hpp
+// again with `Authorization: Basic <file contents>`. See azure_arc.hpp
 // for why the path is checked as it is and why only the system-assigned identity is offered.
-#include "azkms/sources/azure_arc.hpp"
+#include "sources/azure_arc.hpp"
 
 #include <openssl/crypto.h>
 
@@ -42,16 +42,6 @@ class AzureArcSource final : public HttpTokenSource {
   [[nodiscard]] std::string endpoint() const override { return endpoint_; }
   [[nodiscard]] std::uint8_t supported_selectors() const override {
     return kSupportsSystemAssigned;
-  }
-
-  [[nodiscard]] HttpRequest build_request(const TokenRequest& request) const override {
-    check_selector(request);
-    const std::string resource = resource_of(request);
-    HttpRequest http;
-    http.method = "GET";
-    http.url = with_query(endpoint_, {{"api-version", "2020-06-01"}, {"resource", resource}});
-    http.headers.push_back({"Metadata", "true"});
-    return http;
   }
 
  protected:
@@ -115,6 +105,15 @@ class AzureArcSource final : public HttpTokenSource {
   }
 
  private:
+  [[nodiscard]] HttpRequest make_request(const TokenRequest& request) const override {
+    const std::string resource = resource_of(request);
+    HttpRequest http;
+    http.method = "GET";
+    http.url = with_query(endpoint_, {{"api-version", "2020-06-01"}, {"resource", resource}});
+    http.headers.push_back({"Metadata", "true"});
+    return http;
+  }
+
   static void wipe(HttpRequest& request) {
     for (auto& header : request.headers) {
       if (header.sensitive && !header.value.empty()) {

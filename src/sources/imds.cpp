@@ -27,20 +27,6 @@ class ImdsSource final : public HttpTokenSource {
   }
   [[nodiscard]] RetryPolicy retry_policy() const override { return RetryPolicy::imds(); }
 
-  [[nodiscard]] HttpRequest build_request(const TokenRequest& request) const override {
-    check_selector(request);
-    const std::string resource = resource_of(request);
-    QueryParams params{{"api-version", "2018-02-01"}, {"resource", resource}};
-    if (auto selector = selector_param(request, "client_id", "object_id", "msi_res_id")) {
-      params.push_back(*selector);
-    }
-    HttpRequest http;
-    http.method = "GET";
-    http.url = with_query(endpoint(), params);
-    http.headers.push_back({"Metadata", "true"});
-    return http;
-  }
-
  protected:
   [[nodiscard]] std::string status_hint(int status) const override {
     switch (status) {
@@ -60,6 +46,19 @@ class ImdsSource final : public HttpTokenSource {
   }
 
  private:
+  [[nodiscard]] HttpRequest make_request(const TokenRequest& request) const override {
+    const std::string resource = resource_of(request);
+    QueryParams params{{"api-version", "2018-02-01"}, {"resource", resource}};
+    if (auto selector = selector_param(request, "client_id", "object_id", "msi_res_id")) {
+      params.push_back(*selector);
+    }
+    HttpRequest http;
+    http.method = "GET";
+    http.url = with_query(endpoint(), params);
+    http.headers.push_back({"Metadata", "true"});
+    return http;
+  }
+
   std::string authority_;
 };
 

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cctype>
 
+#include "http/curl_client.hpp"
 #include "redaction.hpp"
 #include "sources/common.hpp"
 #include "sources/registry.hpp"
@@ -28,17 +29,6 @@ class ServiceFabricSource final : public HttpTokenSource {
   [[nodiscard]] std::string endpoint() const override { return endpoint_; }
   [[nodiscard]] std::uint8_t supported_selectors() const override {
     return kSupportsSystemAssigned;
-  }
-
-  [[nodiscard]] HttpRequest build_request(const TokenRequest& request) const override {
-    check_selector(request);
-    const std::string resource = resource_of(request);
-    HttpRequest http;
-    http.method = "GET";
-    http.url =
-        with_query(endpoint_, {{"api-version", "2019-07-01-preview"}, {"resource", resource}});
-    http.headers.push_back({"Secret", identity_header_.reveal(), /*sensitive=*/true});
-    return http;
   }
 
   [[nodiscard]] HttpOptions http_options() const override {
@@ -64,6 +54,16 @@ class ServiceFabricSource final : public HttpTokenSource {
   }
 
  private:
+  [[nodiscard]] HttpRequest make_request(const TokenRequest& request) const override {
+    const std::string resource = resource_of(request);
+    HttpRequest http;
+    http.method = "GET";
+    http.url =
+        with_query(endpoint_, {{"api-version", "2019-07-01-preview"}, {"resource", resource}});
+    http.headers.push_back({"Secret", identity_header_.reveal(), /*sensitive=*/true});
+    return http;
+  }
+
   std::string endpoint_;
   Secret identity_header_;
   std::string thumbprint_;
