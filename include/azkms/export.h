@@ -1,8 +1,8 @@
 /* azkms/export.h: AZKMS_EXPORT marks the public API, the only symbols the shared library
  * exports (it is built with hidden visibility: everything else stays inside). C and C++.
  *
- * Define AZKMS_STATIC_DEFINE when building azkms into a program or library of your own from
- * its sources, to keep its symbols out of your dynamic symbol table too. */
+ * AZKMS_STATIC_DEFINE, defined while azkms itself is compiled, leaves the API unmarked: for a
+ * static azkms linked into a shared library of your own that must not export it in turn. */
 #ifndef AZKMS_EXPORT_H
 #define AZKMS_EXPORT_H
 
