@@ -40,6 +40,7 @@
 #include "azkms/detect.hpp"
 #include "azkms/environment.hpp"
 #include "emulator.hpp"
+#include "http_token_source.hpp"
 
 // ---- heap allocations, counted per thread ---------------------------------------------------
 //
@@ -136,8 +137,8 @@ std::shared_ptr<HttpTokenSource> imds_source() {
   SourceContext context;
   context.http = make_curl_http_client();
   context.clock = Clock::system();
-  return make_source(MapEnvironment(emu().client_environment(Endpoint::kImds)), SourceKind::kImds,
-                     context);
+  return as_http_source(make_source(MapEnvironment(emu().client_environment(Endpoint::kImds)),
+                                    SourceKind::kImds, context));
 }
 
 Deadline in(std::chrono::seconds budget) { return Clock::system()->steady_now() + budget; }
@@ -632,9 +633,10 @@ class LocalImds {
     SourceContext context;
     context.http = make_curl_http_client();
     context.clock = Clock::system();
-    return make_source(MapEnvironment({{"AZURE_POD_IDENTITY_AUTHORITY_HOST",
-                                        "http://127.0.0.1:" + std::to_string(port_)}}),
-                       SourceKind::kImds, context);
+    return as_http_source(make_source(
+        MapEnvironment(
+            {{"AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:" + std::to_string(port_)}}),
+        SourceKind::kImds, context));
   }
 
  private:

@@ -35,7 +35,7 @@
 
 #include "azkms/error.hpp"
 #include "azkms/http.hpp"
-#include "azkms/sources/azure_arc.hpp"
+#include "sources/azure_arc.hpp"
 
 namespace {
 

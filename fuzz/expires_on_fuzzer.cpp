@@ -16,7 +16,7 @@
 #include <exception>
 #include <string_view>
 
-#include "azkms/token_response.hpp"
+#include "token_response.hpp"
 
 namespace {
 

@@ -31,7 +31,7 @@
 #include "azkms/error.hpp"
 #include "azkms/http.hpp"
 #include "azkms/log.hpp"
-#include "azkms/retry.hpp"
+#include "retry.hpp"
 
 namespace {
 

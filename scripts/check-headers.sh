@@ -5,15 +5,9 @@
 set -euo pipefail
 prefix="$1"
 
-# Headers that still need C++20 (std::span, defaulted comparisons); they get a C++17
-# interface with the public header split. A header here that compiles is an error too, so
-# that the list only ever shrinks.
-needs_cxx20=(azkms/bson.hpp azkms/crypt_session.hpp azkms/key_vault.hpp azkms/kms_providers.hpp)
-
 cflags=$(pkg-config --cflags azkms)
 warnings=(-Wall -Wextra -Werror)
 failed=0
-known=0
 compiles() {  # compiles <language flags...> -- <header>
   local header="${*: -1}"
   local flags=("${@:1:$#-2}")
@@ -27,18 +21,8 @@ trap 'rm -rf "$tmp"' EXIT
 
 cd "$prefix/include"
 for header in $(find azkms -name '*.h' -o -name '*.hpp' | sort); do
-  expected_failure=0
-  for entry in "${needs_cxx20[@]}"; do [[ "$entry" == "$header" ]] && expected_failure=1; done
   if compiles -x c++ -std=c++17 -- "$header"; then
-    if ((expected_failure)); then
-      echo "check-headers: $header now compiles as C++17: remove it from needs_cxx20 in $0"
-      failed=1
-    else
-      echo "check-headers: C++17 ok      $header"
-    fi
-  elif ((expected_failure)); then
-    echo "check-headers: C++17 known   $header (still needs C++20)"
-    known=$((known + 1))
+    echo "check-headers: C++17 ok      $header"
   else
     echo "check-headers: C++17 FAILED  $header"
     head -20 "$tmp/errors"
@@ -55,5 +39,4 @@ for header in $(find azkms -name '*.h' -o -name '*.hpp' | sort); do
     fi
   fi
 done
-echo "check-headers: $known header(s) still need C++20"
 exit "$failed"

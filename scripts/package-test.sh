@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Uses azkms the way a downstream project would, from outside its build tree:
 #   1. a Release shared build, `cmake --install` into a temporary prefix, its headers compiled
-#      alone (scripts/check-headers.sh);
+#      alone (scripts/check-headers.sh), its library exporting the public API only
+#      (scripts/check-exports.sh);
 #   2. the consumers in examples/ built against that prefix (find_package, pkg-config) and run
 #      against the installed azkms-emulator;
 #   3. a parent project that adds this source tree with add_subdirectory, and its test;
@@ -77,6 +78,9 @@ test -s "$prefix/share/man/man1/azkms.1" && test -s "$prefix/share/man/man1/azkm
 step "public headers compile alone (installed prefix)"
 PKG_CONFIG_PATH="$prefix/lib/pkgconfig" scripts/check-headers.sh "$prefix"
 
+step "the installed shared library exports the public API only"
+scripts/check-exports.sh "$prefix/lib/libazkms.so" "$prefix/include"
+
 build_and_run_consumers prefix "$prefix"
 
 step "add_subdirectory: a parent project building azkms from this tree"
@@ -108,5 +112,6 @@ trap remove_packages EXIT
 dpkg-query -W azkms libazkms-dev libazkms0
 man -w azkms azkms-emulator
 scripts/check-headers.sh /usr
+scripts/check-exports.sh "/usr/lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH)/libazkms.so" /usr/include
 build_and_run_consumers usr /usr
 echo "== package: all checks passed"

@@ -48,8 +48,8 @@
 
 #include "azkms/error.hpp"
 #include "azkms/http.hpp"
-#include "azkms/log.hpp"
 #include "fork_safety.hpp"
+#include "log.hpp"
 #include "sha256.hpp"
 
 namespace azkms {

@@ -3,7 +3,7 @@
 
 #include <array>
 
-#include "azkms/log.hpp"
+#include "log.hpp"
 #include "redaction.hpp"
 #include "sources/common.hpp"
 #include "sources/registry.hpp"
@@ -85,9 +85,8 @@ Detection detect(const Environment& environment, std::optional<SourceKind> force
   return detection;
 }
 
-std::shared_ptr<HttpTokenSource> make_source(const Environment& environment,
-                                             std::optional<SourceKind> force,
-                                             SourceContext context) {
+std::shared_ptr<TokenSource> make_source(const Environment& environment,
+                                         std::optional<SourceKind> force, SourceContext context) {
   return detect(environment, force, std::move(context)).source;
 }
 

@@ -2,16 +2,19 @@
 // A source says what its request looks like; this file checks the selector, runs the retry
 // loop, turns a non-200 answer into an Error a person can act on, parses the body and checks
 // that the token is for the identity that was asked for.
+#include "http_token_source.hpp"
+
 #include <algorithm>
 #include <cctype>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 
-#include "azkms/log.hpp"
-#include "azkms/source.hpp"
-#include "azkms/token_response.hpp"
+#include "log.hpp"
 #include "redaction.hpp"
+#include "retry.hpp"
 #include "sources/common.hpp"
 #include "text.hpp"
+#include "token_response.hpp"
 
 namespace azkms {
 namespace {
@@ -150,6 +153,11 @@ void HttpTokenSource::check_selector(const TokenRequest& request) const {
   throw make_error(ErrorCode::kUnsupportedSelector, std::move(message));
 }
 
+HttpRequest HttpTokenSource::build_request(const TokenRequest& request) const {
+  check_selector(request);
+  return make_request(request);
+}
+
 Error HttpTokenSource::make_error(ErrorCode code, std::string message) const {
   Error error(code, std::move(message));
   error.with_source(name()).with_endpoint(endpoint());
@@ -190,7 +198,6 @@ AccessToken HttpTokenSource::fetch(const TokenRequest& request, Deadline deadlin
   // they become known: those the source holds and sends, then the Arc key, then the token.
   RedactionScope secrets_in_use;
   for (auto secret : secrets()) secrets_in_use.add(secret);
-  check_selector(request);
   const HttpRequest http_request = build_request(request);
   for (const auto& secret : request_secrets(http_request)) secrets_in_use.add(secret);
   const HttpOptions base_options = http_options();
@@ -251,6 +258,12 @@ AccessToken HttpTokenSource::fetch(const TokenRequest& request, Deadline deadlin
   log(LogLevel::kDebug, name() + ": token for " + safe_excerpt(token.resource, 120) + " after " +
                             std::to_string(attempts) + " attempt(s)");
   return token;
+}
+
+std::shared_ptr<HttpTokenSource> as_http_source(std::shared_ptr<TokenSource> source) {
+  auto http = std::dynamic_pointer_cast<HttpTokenSource>(std::move(source));
+  if (!http) throw std::invalid_argument("not a source that talks HTTP to an identity endpoint");
+  return http;
 }
 
 }  // namespace azkms

@@ -1,4 +1,4 @@
-#include "azkms/log.hpp"
+#include "log.hpp"
 
 #include <atomic>
 #include <memory>

@@ -1,6 +1,6 @@
 // The retry loop shared by every HTTP token source.
 //
-// Rules it keeps (see include/azkms/retry.hpp and the reference sheet):
+// Rules it keeps (see retry.hpp and the reference sheet):
 //  - a wait never runs past the caller's deadline: when the next wait would, the loop stops
 //    and hands back the last outcome instead of sleeping into a certain timeout;
 //  - every attempt gets min(per_attempt_timeout, time left);
@@ -8,7 +8,7 @@
 //  - Retry-After (delta seconds or an HTTP date), retry-after-ms and x-ms-retry-after-ms
 //    lengthen the computed backoff, never shorten it, and are clamped before any arithmetic;
 //  - the only way this code waits is Clock::sleep_until, so a ManualClock drives it in tests.
-#include "azkms/retry.hpp"
+#include "retry.hpp"
 
 #include <curl/curl.h>
 
@@ -20,7 +20,7 @@
 #include <string>
 
 #include "azkms/error.hpp"
-#include "azkms/log.hpp"
+#include "log.hpp"
 
 namespace azkms {
 namespace {

@@ -1,6 +1,6 @@
 // Token response parsing. JSON goes through nlohmann::json and dates through Howard Hinnant's
 // date library; this file only decides which shapes are accepted and what an error says.
-#include "azkms/token_response.hpp"
+#include "token_response.hpp"
 
 #include <date/date.h>
 

@@ -8,9 +8,9 @@
 #include "azkms/environment.hpp"
 #include "azkms/error.hpp"
 #include "azkms/http.hpp"
-#include "azkms/log.hpp"
 #include "azkms/secret.hpp"
 #include "azkms/source.hpp"
+#include "log.hpp"
 
 namespace azkms {
 namespace {

@@ -4,9 +4,9 @@
 
 #include <sstream>
 
-#include "azkms/demo.hpp"
 #include "azkms/error.hpp"
 #include "azkms/log.hpp"
+#include "demo.hpp"
 #include "emulator.hpp"
 
 namespace azkms {

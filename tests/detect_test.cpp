@@ -9,6 +9,7 @@
 
 #include "azkms/detect.hpp"
 #include "azkms/error.hpp"
+#include "http_token_source.hpp"
 
 namespace azkms {
 namespace {
@@ -111,8 +112,9 @@ TEST(Detect, EveryCombinationOfTheReferenceTableVariables) {
     EXPECT_EQ(detection.source->kind(), expected);
     EXPECT_FALSE(detection.forced);
     EXPECT_FALSE(detection.reason.empty());
-    EXPECT_EQ(detection.endpoint, detection.source->endpoint());
-    EXPECT_EQ(detection.supported_selectors, detection.source->supported_selectors());
+    const auto source = as_http_source(detection.source);
+    EXPECT_EQ(detection.endpoint, source->endpoint());
+    EXPECT_EQ(detection.supported_selectors, source->supported_selectors());
     // Everything set is reported, secrets redacted, and no secret appears anywhere.
     std::size_t expected_count = bits.count();
     EXPECT_EQ(detection.variables.size(), expected_count) << bits.to_string();
@@ -363,10 +365,11 @@ TEST(Detect, ThumbprintIsNormalisedForPinning) {
                            "67 89 ab cd ef 01"}});
   const Detection detection = detect_in(env);
   ASSERT_EQ(detection.kind, SourceKind::kServiceFabric);
-  EXPECT_EQ(detection.source->http_options().pinned_sha1_thumbprint,
+  EXPECT_EQ(as_http_source(detection.source)->http_options().pinned_sha1_thumbprint,
             "ABCDEF0123456789ABCDEF0123456789ABCDEF01");
   // No other source pins anything.
-  EXPECT_FALSE(detect_in(MapEnvironment{}).source->http_options().pinned_sha1_thumbprint);
+  EXPECT_FALSE(
+      as_http_source(detect_in(MapEnvironment{}).source)->http_options().pinned_sha1_thumbprint);
 }
 
 TEST(Detect, ArcKeyDirectoryOverrideIsReported) {

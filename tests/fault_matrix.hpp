@@ -515,7 +515,7 @@ class Harness {
   std::shared_ptr<HttpTokenSource> source(Endpoint endpoint,
                                           std::shared_ptr<std::atomic<int>> attempts = nullptr) {
     const MapEnvironment environment(environment_of(endpoint));
-    auto probe = detect(environment, std::nullopt, context()).source;
+    auto probe = as_http_source(detect(environment, std::nullopt, context()).source);
     SourceContext timed = context(fast(probe->retry_policy()));
     if (attempts) timed.on_attempt = [attempts](const AttemptReport&) { ++*attempts; };
     return testing::require_loopback(detect(environment, std::nullopt, timed).source);

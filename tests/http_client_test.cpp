@@ -23,6 +23,7 @@
 
 #include "azkms/error.hpp"
 #include "azkms/http.hpp"
+#include "http/curl_client.hpp"
 #include "http/proxy_bypass.hpp"
 #include "loopback_listener.hpp"
 #include "test_tls.hpp"

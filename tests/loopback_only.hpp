@@ -16,6 +16,7 @@
 #include "azkms/error.hpp"
 #include "azkms/http.hpp"
 #include "azkms/source.hpp"
+#include "http_token_source.hpp"
 
 namespace azkms::testing {
 
@@ -42,8 +43,10 @@ inline bool is_loopback_url(const std::string& url) {
 }
 
 // Refuses (throws, and fails the test) unless the source's endpoint is loopback.
-inline std::shared_ptr<HttpTokenSource> require_loopback(std::shared_ptr<HttpTokenSource> source) {
-  if (!source) throw std::runtime_error("no source");
+inline std::shared_ptr<HttpTokenSource> require_loopback(
+    const std::shared_ptr<TokenSource>& detected) {
+  if (!detected) throw std::runtime_error("no source");
+  auto source = as_http_source(detected);
   if (!is_loopback_url(source->endpoint())) {
     ADD_FAILURE() << "refusing to run " << source->name() << " against " << source->endpoint()
                   << ": tests may only reach loopback addresses";

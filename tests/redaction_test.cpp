@@ -32,11 +32,11 @@
 #include "azkms/detect.hpp"
 #include "azkms/key_vault.hpp"
 #include "azkms/kms_providers.hpp"
-#include "azkms/log.hpp"
-#include "azkms/sources/azure_arc.hpp"
 #include "cli_runner.hpp"
 #include "fault_matrix.hpp"
+#include "log.hpp"
 #include "redaction.hpp"
+#include "sources/azure_arc.hpp"
 #include "test_tls.hpp"
 
 namespace azkms {

@@ -1,5 +1,5 @@
 // The retry policy and loop, driven by a clock on which sleeping takes no real time.
-#include "azkms/retry.hpp"
+#include "retry.hpp"
 
 #include <gtest/gtest.h>
 

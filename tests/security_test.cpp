@@ -44,13 +44,13 @@
 #include "azkms/http.hpp"
 #include "azkms/key_vault.hpp"
 #include "azkms/kms_providers.hpp"
-#include "azkms/sources/azure_arc.hpp"
 #include "certificate.hpp"
 #include "certificate_authority.hpp"
 #include "emulator.hpp"
 #include "fault_matrix.hpp"
 #include "key_vault.hpp"
 #include "loopback_only.hpp"
+#include "sources/azure_arc.hpp"
 #include "test_tls.hpp"
 
 namespace azkms {

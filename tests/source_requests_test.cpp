@@ -16,8 +16,9 @@
 #include "auto_advance_clock.hpp"
 #include "azkms/detect.hpp"
 #include "azkms/error.hpp"
-#include "azkms/sources/azure_arc.hpp"
 #include "http/connection_failure.hpp"
+#include "http_token_source.hpp"
+#include "sources/azure_arc.hpp"
 
 namespace azkms {
 namespace {
@@ -100,12 +101,12 @@ class SourceTest : public ::testing::Test {
     context.http = http_;
     context.clock = clock_;
     context.retry_policy = std::move(policy);
-    return make_source(MapEnvironment(vars), force, context);
+    return as_http_source(make_source(MapEnvironment(vars), force, context));
   }
   [[nodiscard]] Deadline deadline(milliseconds from_now = seconds{60}) const {
     return clock_->steady_now() + from_now;
   }
-  Error fetch_error(HttpTokenSource& src, const TokenRequest& request = {}) {
+  Error fetch_error(TokenSource& src, const TokenRequest& request = {}) {
     try {
       src.fetch(request, deadline());
     } catch (const Error& error) {

@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "azkms/error.hpp"
-#include "azkms/token_response.hpp"
 #include "redaction.hpp"
+#include "token_response.hpp"
 
 namespace azkms {
 namespace {

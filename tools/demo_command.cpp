@@ -1,12 +1,12 @@
-// `azkms demo`: the end-to-end walk-through on one machine (see include/azkms/demo.hpp).
+// `azkms demo`: the end-to-end walk-through on one machine (see demo.hpp).
 // Starts the emulators in-process on free loopback ports, behaves as an app in the chosen
 // hosting environment (App Service by default), creates a data key in the emulated Key Vault,
 // encrypts and decrypts a sample field, and prints each step with its timing. Never prints a
 // token.
 #include <iostream>
 
-#include "azkms/demo.hpp"
 #include "cli.hpp"
+#include "demo.hpp"
 
 namespace azkms::cli {
 namespace {

@@ -29,6 +29,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "azkms/export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -63,15 +65,15 @@ typedef struct _azkms_registry_t azkms_registry_t;
 
 /* The version of the library this program runs with, e.g. "0.2.0" (AZKMS_VERSION_STRING in
  * azkms/version.h is the version of the headers it was compiled with). */
-const char* azkms_version(void);
+AZKMS_EXPORT const char* azkms_version(void);
 
 /* An empty registry: add providers with azkms_registry_add_callback. Never NULL. */
-azkms_registry_t* azkms_registry_new(void);
+AZKMS_EXPORT azkms_registry_t* azkms_registry_new(void);
 /* A registry from a JSON configuration (text or file). NULL with `error` set on failure. */
-azkms_registry_t* azkms_registry_new_from_json(const char* json, bson_error_t* error);
-azkms_registry_t* azkms_registry_new_from_file(const char* path, bson_error_t* error);
+AZKMS_EXPORT azkms_registry_t* azkms_registry_new_from_json(const char* json, bson_error_t* error);
+AZKMS_EXPORT azkms_registry_t* azkms_registry_new_from_file(const char* path, bson_error_t* error);
 /* Accepts NULL. Must outlive every mongoc client and opts the registry was installed on. */
-void azkms_registry_destroy(azkms_registry_t* registry);
+AZKMS_EXPORT void azkms_registry_destroy(azkms_registry_t* registry);
 
 /* A token from the application's own code (another SDK, a secret store...). */
 typedef struct _azkms_token_t azkms_token_t;
@@ -79,46 +81,50 @@ typedef struct _azkms_token_t azkms_token_t;
  * 2200-01-01 (INT64_MAX for "never") is read as that date. The token must be an RFC 6750
  * bearer token (letters, digits, - . _ ~ + / and a trailing =) that has not expired yet, or
  * the callback fails with AZKMS_ERROR_CALLBACK. */
-void azkms_token_set(azkms_token_t* token, const char* access_token, int64_t expires_on);
+AZKMS_EXPORT void azkms_token_set(azkms_token_t* token, const char* access_token,
+                                  int64_t expires_on);
 /* Called when the cache needs a token for `resource` ("https://vault.azure.net"). Must return
  * within `timeout_ms`. Return true after azkms_token_set, or false with `error` set. */
 typedef bool (*azkms_token_callback_fn)(void* userdata, const char* resource, int64_t timeout_ms,
                                         azkms_token_t* token, bson_error_t* error);
 /* Adds provider `provider` ("azure" or "azure:<name>") bound to `fn`. */
-bool azkms_registry_add_callback(azkms_registry_t* registry, const char* provider,
-                                 azkms_token_callback_fn fn, void* userdata, bson_error_t* error);
+AZKMS_EXPORT bool azkms_registry_add_callback(azkms_registry_t* registry, const char* provider,
+                                              azkms_token_callback_fn fn, void* userdata,
+                                              bson_error_t* error);
 
 /* Appends {"<name>": {"accessToken": "..."}} to `out` (initialised by the caller) for exactly
  * the `count` providers named, fetching or reading cached tokens. `out` holds secrets: wipe
  * or destroy it promptly, never print it. */
-bool azkms_registry_append_credentials(azkms_registry_t* registry, const char* const* providers,
-                                       size_t count, bson_t* out, bson_error_t* error);
+AZKMS_EXPORT bool azkms_registry_append_credentials(azkms_registry_t* registry,
+                                                    const char* const* providers, size_t count,
+                                                    bson_t* out, bson_error_t* error);
 /* Appends {"azure": {}} to `out`: the on-demand kmsProviders entry to give libmongoc with
  * mongoc_*_opts_set_kms_providers. Fails when the registry has no "azure" provider. */
-bool azkms_registry_append_on_demand(azkms_registry_t* registry, bson_t* out, bson_error_t* error);
+AZKMS_EXPORT bool azkms_registry_append_on_demand(azkms_registry_t* registry, bson_t* out,
+                                                  bson_error_t* error);
 /* Drops the cached token of `provider` (the next request fetches a new one). */
-bool azkms_registry_invalidate(azkms_registry_t* registry, const char* provider,
-                               bson_error_t* error);
+AZKMS_EXPORT bool azkms_registry_invalidate(azkms_registry_t* registry, const char* provider,
+                                            bson_error_t* error);
 /* One line per provider, no secrets. Free with bson_free. */
-char* azkms_registry_describe(const azkms_registry_t* registry);
+AZKMS_EXPORT char* azkms_registry_describe(const azkms_registry_t* registry);
 
 /* The KMS credential callback, with the signature of
  * mongoc_kms_credentials_provider_callback_fn; `userdata` is the registry. It appends
  * {"azure": {"accessToken": ...}} to `out` (libmongoc only asks on demand for the base
  * "azure" provider: named providers cannot be on demand, see docs/encryption.md). */
-bool azkms_kms_credentials_callback(void* userdata, const bson_t* params, bson_t* out,
-                                    bson_error_t* error);
+AZKMS_EXPORT bool azkms_kms_credentials_callback(void* userdata, const bson_t* params, bson_t* out,
+                                                 bson_error_t* error);
 /* The function and userdata that azkms_install_* give libmongoc for this registry. */
-bool azkms_registry_credentials_callback(azkms_registry_t* registry,
-                                         mongoc_kms_credentials_provider_callback_fn* fn,
-                                         void** userdata, bson_error_t* error);
+AZKMS_EXPORT bool azkms_registry_credentials_callback(
+    azkms_registry_t* registry, mongoc_kms_credentials_provider_callback_fn* fn, void** userdata,
+    bson_error_t* error);
 
 /* Install the registry as the KMS credential callback. Fails (nothing installed) when the
  * registry has no "azure" provider. */
-bool azkms_install_auto_encryption(mongoc_auto_encryption_opts_t* opts, azkms_registry_t* registry,
-                                   bson_error_t* error);
-bool azkms_install_client_encryption(mongoc_client_encryption_opts_t* opts,
-                                     azkms_registry_t* registry, bson_error_t* error);
+AZKMS_EXPORT bool azkms_install_auto_encryption(mongoc_auto_encryption_opts_t* opts,
+                                                azkms_registry_t* registry, bson_error_t* error);
+AZKMS_EXPORT bool azkms_install_client_encryption(mongoc_client_encryption_opts_t* opts,
+                                                  azkms_registry_t* registry, bson_error_t* error);
 
 #ifdef __cplusplus
 }

@@ -5,22 +5,23 @@
 #pragma once
 
 #include <bson/bson.h>
+#include "azkms/export.h"
+#include "azkms/span.hpp"
 
 #include <cstdint>
-#include <span>
 #include <string>
 #include <string_view>
 
 namespace azkms {
 
-class BsonDocument {
+class AZKMS_EXPORT BsonDocument {
  public:
   BsonDocument();  // {}
   // Deep copy of `doc` (which must not be null).
   explicit BsonDocument(const bson_t* doc);
   // Copies `size` bytes of BSON; throws ErrorCode::kMalformedResponse when they are not a
   // valid BSON document.
-  static BsonDocument from_bytes(std::span<const std::uint8_t> bytes);
+  static BsonDocument from_bytes(Span<std::uint8_t> bytes);
   // Parses (relaxed or canonical) Extended JSON; throws ErrorCode::kConfiguration with
   // libbson's reason when it is not a JSON object.
   static BsonDocument from_json(std::string_view json);
@@ -33,7 +34,7 @@ class BsonDocument {
 
   [[nodiscard]] const bson_t* get() const noexcept { return doc_; }
   [[nodiscard]] bson_t* get() noexcept { return doc_; }
-  [[nodiscard]] std::span<const std::uint8_t> bytes() const noexcept;
+  [[nodiscard]] Span<std::uint8_t> bytes() const noexcept;
   [[nodiscard]] bool empty() const noexcept { return bson_empty(doc_); }
   // Overwrites the bytes with zeros and leaves the document empty: for documents that held
   // secrets (kmsProviders with tokens).
@@ -52,7 +53,7 @@ class BsonDocument {
   bson_t* doc_;
 };
 
-class BsonValue {
+class AZKMS_EXPORT BsonValue {
  public:
   BsonValue() noexcept;  // BSON_TYPE_EOD: no value
   // Deep copy.
@@ -73,11 +74,11 @@ class BsonValue {
   [[nodiscard]] std::string as_utf8() const;
   // Binary subtype, or -1 when the value is not binary (ciphertexts are subtype 6).
   [[nodiscard]] int binary_subtype() const noexcept;
-  [[nodiscard]] std::span<const std::uint8_t> binary_bytes() const noexcept;
+  [[nodiscard]] Span<std::uint8_t> binary_bytes() const noexcept;
   // The value as relaxed Extended JSON, e.g. "\"hello\"" or {"$binary": ...}.
   [[nodiscard]] std::string relaxed_json() const;
 
-  friend bool operator==(const BsonValue& a, const BsonValue& b);
+  friend AZKMS_EXPORT bool operator==(const BsonValue& a, const BsonValue& b);
 
  private:
   bson_value_t value_;

@@ -67,13 +67,14 @@
 #include <string>
 
 #include "azkms/clock.hpp"
+#include "azkms/export.h"
 #include "azkms/source.hpp"
 #include "azkms/token.hpp"
 
 namespace azkms {
 
 // What happened to an entry; given to CacheOptions::on_event. No secrets in it.
-struct CacheEvent {
+struct AZKMS_EXPORT CacheEvent {
   enum class Kind : std::uint8_t {
     kFetched,        // a token arrived (first fetch, renewal, or after invalidate)
     kRefreshFailed,  // a renewal failed; the still-usable token keeps being served
@@ -88,7 +89,7 @@ struct CacheEvent {
   std::optional<SystemTime> next_attempt;  // when the refresher tries again, if it will
 };
 
-struct CacheOptions {
+struct AZKMS_EXPORT CacheOptions {
   std::shared_ptr<Clock> clock;  // null: Clock::system()
   std::chrono::seconds min_remaining{60};
   std::chrono::hours half_life_from{2};
@@ -109,7 +110,7 @@ struct CacheOptions {
 };
 
 // Counters of one entry (TokenHandle::stats) or a whole cache (TokenCache::stats).
-struct CacheStats {
+struct AZKMS_EXPORT CacheStats {
   std::uint64_t entries = 0;
   std::uint64_t upstream_requests = 0;    // fetches started (each may make several HTTP attempts)
   std::uint64_t renewals = 0;             // fetches that replaced a still-usable token
@@ -123,15 +124,15 @@ struct CacheStats {
 };
 
 // When a token received at `received` stops being handed out, and when to renew it.
-struct RenewalPlan {
+struct AZKMS_EXPORT RenewalPlan {
   SystemTime usable_until{};
   SystemTime refresh_at{};
   // False when the token arrived with no more than min_remaining left: the callers that
   // waited for it get it, but it is not reused.
   bool reusable = false;
 };
-[[nodiscard]] RenewalPlan plan_renewal(const AccessToken& token, SystemTime received,
-                                       const CacheOptions& options);
+[[nodiscard]] AZKMS_EXPORT RenewalPlan plan_renewal(const AccessToken& token, SystemTime received,
+                                                    const CacheOptions& options);
 
 namespace detail {
 class CacheEntry;
@@ -139,7 +140,7 @@ class CacheCore;
 }  // namespace detail
 
 // A cheap, copyable reference to one cache entry. Thread-safe.
-class TokenHandle {
+class AZKMS_EXPORT TokenHandle {
  public:
   TokenHandle() = default;
 
@@ -170,7 +171,7 @@ class TokenHandle {
   std::shared_ptr<detail::CacheEntry> entry_;
 };
 
-class TokenCache {
+class AZKMS_EXPORT TokenCache {
  public:
   explicit TokenCache(CacheOptions options = {});
   ~TokenCache();
@@ -190,7 +191,7 @@ class TokenCache {
 
 // A TokenSource that answers from a cache: compose it wherever a source is expected. Each
 // fetch() looks the entry up; keep handle() for the hot path.
-class CachedTokenSource final : public TokenSource {
+class AZKMS_EXPORT CachedTokenSource final : public TokenSource {
  public:
   // A null cache means a cache of its own with default options.
   explicit CachedTokenSource(std::shared_ptr<TokenSource> inner,

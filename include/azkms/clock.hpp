@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include "azkms/export.h"
 
 namespace azkms {
 
@@ -21,9 +22,9 @@ inline constexpr std::chrono::seconds kLatestExpiry{7'258'118'400};
 
 // Unix seconds as a SystemTime, clamped to [1970-01-01, kLatestExpiry]: INT64_MAX ("never
 // expires") becomes 2200, a negative value 1970 (long expired), and nothing overflows.
-[[nodiscard]] SystemTime from_unix_seconds_clamped(std::int64_t seconds) noexcept;
+[[nodiscard]] AZKMS_EXPORT SystemTime from_unix_seconds_clamped(std::int64_t seconds) noexcept;
 
-class Clock {
+class AZKMS_EXPORT Clock {
  public:
   virtual ~Clock() = default;
   [[nodiscard]] virtual SystemTime now() const = 0;
@@ -38,7 +39,7 @@ class Clock {
 };
 
 // A clock that moves only when told to. advance() wakes sleepers whose time has come.
-class ManualClock final : public Clock {
+class AZKMS_EXPORT ManualClock final : public Clock {
  public:
   explicit ManualClock(SystemTime start = SystemTime{std::chrono::seconds{1'700'000'000}});
   [[nodiscard]] SystemTime now() const override;

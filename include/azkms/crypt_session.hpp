@@ -29,6 +29,7 @@
 
 #include "azkms/bson.hpp"
 #include "azkms/clock.hpp"
+#include "azkms/export.h"
 #include "azkms/http.hpp"
 #include "azkms/key_vault.hpp"
 #include "azkms/kms_providers.hpp"
@@ -39,7 +40,7 @@ namespace azkms {
 // The Azure master key of a data key. keyVaultEndpoint is host[:port] (no scheme), e.g.
 // "my-vault.vault.azure.net". libmongocrypt 1.7.2 refuses a host without a dot, so a local
 // Key Vault is addressed as 127.0.0.1:<port>, not localhost.
-struct AzureMasterKey {
+struct AZKMS_EXPORT AzureMasterKey {
   std::string provider{kAzureProvider};  // "azure", or "azure:<name>" (libmongocrypt >= 1.9)
   std::string key_vault_endpoint;
   std::string key_name;
@@ -50,10 +51,10 @@ enum class Algorithm {
   kDeterministic,  // AEAD_AES_256_CBC_HMAC_SHA_512-Deterministic: equal inputs, equal outputs
   kRandom,         // AEAD_AES_256_CBC_HMAC_SHA_512-Random
 };
-std::string_view to_string(Algorithm algorithm) noexcept;
+AZKMS_EXPORT std::string_view to_string(Algorithm algorithm) noexcept;
 
 // Counters, for tests, the demo and the benchmark.
-struct CryptStats {
+struct AZKMS_EXPORT CryptStats {
   std::uint64_t credential_requests = 0;   // NEED_KMS_CREDENTIALS answered
   std::uint64_t named_token_requests = 0;  // named providers' token requests answered in-process
   std::uint64_t kms_requests = 0;          // HTTP exchanges with Key Vault (every attempt)
@@ -62,7 +63,7 @@ struct CryptStats {
   std::uint64_t key_vault_reads = 0;       // NEED_MONGO_KEYS answered
 };
 
-struct CryptSessionOptions {
+struct AZKMS_EXPORT CryptSessionOptions {
   std::shared_ptr<KmsProviders> providers;  // required
   std::shared_ptr<KeyVault> key_vault;      // required
   // The client for Key Vault. Default: libcurl (shared connections, TLS always verified).
@@ -77,7 +78,7 @@ struct CryptSessionOptions {
   RetryPolicy kms_retry = RetryPolicy::identity_endpoint();
 };
 
-class CryptSession {
+class AZKMS_EXPORT CryptSession {
  public:
   // Throws kConfiguration for missing options, kCrypt when libmongocrypt cannot initialise.
   explicit CryptSession(CryptSessionOptions options);

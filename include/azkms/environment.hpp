@@ -6,10 +6,11 @@
 #include <optional>
 #include <set>
 #include <string>
+#include "azkms/export.h"
 
 namespace azkms {
 
-class Environment {
+class AZKMS_EXPORT Environment {
  public:
   virtual ~Environment() = default;
   // The value when the variable is set and non-empty.
@@ -17,13 +18,13 @@ class Environment {
   [[nodiscard]] virtual bool file_exists(const std::string& path) const = 0;
 };
 
-class ProcessEnvironment final : public Environment {
+class AZKMS_EXPORT ProcessEnvironment final : public Environment {
  public:
   [[nodiscard]] std::optional<std::string> get(const std::string& name) const override;
   [[nodiscard]] bool file_exists(const std::string& path) const override;
 };
 
-class MapEnvironment final : public Environment {
+class AZKMS_EXPORT MapEnvironment final : public Environment {
  public:
   MapEnvironment() = default;
   explicit MapEnvironment(std::map<std::string, std::string> vars, std::set<std::string> files = {})

@@ -8,34 +8,38 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include "azkms/export.h"
 
 namespace azkms {
 
+// The values are those of the C API's azkms_error_code_t (azkms.h), and as stable: a value is
+// never reused or renumbered; a new code takes the next value, in both enums and in the table
+// that pairs them (src/kms/c_api.cpp, checked at compile time).
 enum class ErrorCode {
-  kConfiguration,        // bad option, environment variable or config file
-  kNoSource,             // no hosting environment detected and none named
-  kUnsupportedSelector,  // the source cannot honour the identity selector (checked before I/O)
-  kTimeout,              // the caller's deadline or the per-attempt timeout ran out
-  kConnection,           // refused, reset, DNS, or any transport failure other than TLS
-  kTls,                  // certificate verification or pinning failed
-  kRedirect,             // an identity endpoint answered with a redirect, which is never followed
-  kHttpStatus,           // the endpoint answered with a non-success status (after retries)
-  kResponseTooLarge,     // body over the size cap
-  kMalformedResponse,    // not JSON, HTML/XML, missing or mistyped fields, unparseable expiry
-  kIdentityMismatch,     // the response names another identity than the one requested
-  kArcChallenge,         // Azure Arc challenge header or key file refused
-  kKms,                  // Key Vault / libmongocrypt KMS exchange failed
-  kCrypt,                // libmongocrypt reported an error
-  kKeyVault,             // data key store (file or MongoDB collection) failed
-  kUnsupported,          // feature not available with the libraries at hand
-  kCallback,             // a user-supplied token callback failed
-  kCancelled,            // abandoned because its owner stopped it (a TokenCache being destroyed)
+  kConfiguration = 1,        // bad option, environment variable or config file
+  kNoSource = 2,             // no hosting environment detected and none named
+  kUnsupportedSelector = 3,  // the source cannot honour the identity selector (checked before I/O)
+  kTimeout = 4,              // the caller's deadline or the per-attempt timeout ran out
+  kConnection = 5,           // refused, reset, DNS, or any transport failure other than TLS
+  kTls = 6,                  // certificate verification or pinning failed
+  kRedirect = 7,          // an identity endpoint answered with a redirect, which is never followed
+  kHttpStatus = 8,        // the endpoint answered with a non-success status (after retries)
+  kResponseTooLarge = 9,  // body over the size cap
+  kMalformedResponse = 10,  // not JSON, HTML/XML, missing or mistyped fields, unparseable expiry
+  kIdentityMismatch = 11,   // the response names another identity than the one requested
+  kArcChallenge = 12,       // Azure Arc challenge header or key file refused
+  kKms = 13,                // Key Vault / libmongocrypt KMS exchange failed
+  kCrypt = 14,              // libmongocrypt reported an error
+  kKeyVault = 15,           // data key store (file or MongoDB collection) failed
+  kUnsupported = 16,        // feature not available with the libraries at hand
+  kCallback = 17,           // a user-supplied token callback failed
+  kCancelled = 18,          // abandoned because its owner stopped it (a TokenCache being destroyed)
 };
 
 // Stable lower-case name, e.g. "http_status". Programs and the CLI's --json output use it.
-std::string_view to_string(ErrorCode code) noexcept;
+AZKMS_EXPORT std::string_view to_string(ErrorCode code) noexcept;
 
-class Error : public std::runtime_error {
+class AZKMS_EXPORT Error : public std::runtime_error {
  public:
   Error(ErrorCode code, std::string message);
 

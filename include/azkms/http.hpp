@@ -11,10 +11,11 @@
 #include <string>
 #include <string_view>
 #include <vector>
+#include "azkms/export.h"
 
 namespace azkms {
 
-struct HttpHeader {
+struct AZKMS_EXPORT HttpHeader {
   std::string name;
   std::string value;
   // True for headers carrying a secret (X-IDENTITY-HEADER, secret, Authorization...):
@@ -28,7 +29,7 @@ struct HttpHeader {
   friend bool operator!=(const HttpHeader& a, const HttpHeader& b) { return !(a == b); }
 };
 
-struct HttpRequest {
+struct AZKMS_EXPORT HttpRequest {
   std::string method = "GET";
   std::string url;  // absolute, query already percent-encoded
   std::vector<HttpHeader> headers;
@@ -40,7 +41,7 @@ struct HttpRequest {
   [[nodiscard]] std::string describe() const;
 };
 
-struct HttpResponse {
+struct AZKMS_EXPORT HttpResponse {
   int status = 0;
   std::vector<HttpHeader> headers;  // names as received
   std::string body;
@@ -51,7 +52,7 @@ struct HttpResponse {
 // Lets one thread stop the exchanges another is running: once cancel() is called, an exchange
 // that observes it is abandoned within about a second (ErrorCode::kCancelled), and none
 // starts. A TokenCache cancels its refresher's renewal this way when it is destroyed.
-class Cancellation {
+class AZKMS_EXPORT Cancellation {
  public:
   void cancel() noexcept { cancelled_.store(true, std::memory_order_release); }
   [[nodiscard]] bool cancelled() const noexcept {
@@ -66,7 +67,7 @@ class Cancellation {
 // the libcurl client, and the retry loop's waits between attempts, also observe `cancellation`. For
 // code that cannot reach the HttpOptions: a TokenCache calls TokenSource::fetch(), which builds its
 // own.
-class ScopedCancellation {
+class AZKMS_EXPORT ScopedCancellation {
  public:
   explicit ScopedCancellation(std::shared_ptr<const Cancellation> cancellation);
   ~ScopedCancellation();
@@ -81,7 +82,7 @@ class ScopedCancellation {
   const Cancellation* outer_;
 };
 
-struct HttpOptions {
+struct AZKMS_EXPORT HttpOptions {
   // Budget for this one exchange (connect + send + full response). The caller computes it
   // from its own deadline and the per-attempt timeout.
   std::chrono::milliseconds timeout{10'000};
@@ -104,7 +105,7 @@ struct HttpOptions {
 };
 
 // Counters a client may keep; the libcurl client does (tests use them to show reuse).
-struct HttpClientStats {
+struct AZKMS_EXPORT HttpClientStats {
   std::uint64_t requests = 0;            // send() calls that reached the network
   std::uint64_t connections_opened = 0;  // new TCP connections (the rest were reused)
 };
@@ -116,7 +117,7 @@ struct HttpClientStats {
 // http).
 // Any HTTP status other than a redirect is a response, not an error: policy belongs to the
 // caller. Implementations must be safe to call from many threads at once.
-class HttpClient {
+class AZKMS_EXPORT HttpClient {
  public:
   virtual ~HttpClient() = default;
   virtual HttpResponse send(const HttpRequest& request, const HttpOptions& options) = 0;
@@ -130,17 +131,10 @@ class HttpClient {
 // default_http_client(). Destroying a client closes its idle connections. A child process
 // created by fork() never uses a connection or handle of its parent: the child's first
 // exchange opens a new connection.
-std::shared_ptr<HttpClient> make_curl_http_client();
+AZKMS_EXPORT std::shared_ptr<HttpClient> make_curl_http_client();
 
 // One libcurl client for the whole process, created on first use and never destroyed (so
 // that threads still running at exit never see it disappear).
-std::shared_ptr<HttpClient> default_http_client();
-
-// "AB:cd 01..." -> "ABCD01..." (40 upper-case hex digits, ':' and spaces dropped), or nullopt
-// when the text is not a SHA-1 thumbprint. The form IDENTITY_SERVER_THUMBPRINT is compared in.
-std::optional<std::string> normalize_sha1_thumbprint(std::string_view text);
-
-// Percent-encodes a query component (through libcurl).
-std::string url_encode(std::string_view value);
+AZKMS_EXPORT std::shared_ptr<HttpClient> default_http_client();
 
 }  // namespace azkms

@@ -6,10 +6,11 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include "azkms/export.h"
 
 namespace azkms {
 
-class IdentitySelector {
+class AZKMS_EXPORT IdentitySelector {
  public:
   enum class Kind : std::uint8_t { kSystemAssigned, kClientId, kObjectId, kResourceId };
 
@@ -39,7 +40,7 @@ class IdentitySelector {
   std::string value_;
 };
 
-std::string_view to_string(IdentitySelector::Kind kind) noexcept;
+AZKMS_EXPORT std::string_view to_string(IdentitySelector::Kind kind) noexcept;
 
 // Bit set of selector kinds a source supports.
 enum SelectorSupport : std::uint8_t {

@@ -22,11 +22,12 @@
 
 #include "azkms/bson.hpp"
 #include "azkms/clock.hpp"
+#include "azkms/export.h"
 
 namespace azkms {
 
 // A data key's _id: a UUID (BSON binary subtype 4).
-struct DataKeyId {
+struct AZKMS_EXPORT DataKeyId {
   std::array<std::uint8_t, 16> bytes{};
 
   // "c2d8c9e1-..." (lower-case, hyphenated).
@@ -36,13 +37,15 @@ struct DataKeyId {
   // The _id of a data key document; throws ErrorCode::kKeyVault when it has no UUID _id.
   static DataKeyId of(const BsonDocument& key_document);
 
-  friend bool operator==(const DataKeyId&, const DataKeyId&) = default;
-  friend auto operator<=>(const DataKeyId&, const DataKeyId&) = default;
+  // Written out (not defaulted) so that the header compiles as C++17. Ordered by bytes.
+  friend bool operator==(const DataKeyId& a, const DataKeyId& b) { return a.bytes == b.bytes; }
+  friend bool operator!=(const DataKeyId& a, const DataKeyId& b) { return a.bytes != b.bytes; }
+  friend bool operator<(const DataKeyId& a, const DataKeyId& b) { return a.bytes < b.bytes; }
 };
 
 // Which data keys libmongocrypt asks for: those whose _id is in `ids` or whose keyAltNames
 // contain any of `alt_names`.
-struct KeyQuery {
+struct AZKMS_EXPORT KeyQuery {
   std::vector<DataKeyId> ids;
   std::vector<std::string> alt_names;
 
@@ -55,7 +58,7 @@ struct KeyQuery {
   [[nodiscard]] bool matches(const BsonDocument& key_document) const;
 };
 
-class KeyVault {
+class AZKMS_EXPORT KeyVault {
  public:
   virtual ~KeyVault() = default;
   // Stores a new data key document. Throws ErrorCode::kKeyVault when a key with the same _id
@@ -73,13 +76,13 @@ class KeyVault {
 // others are serialised through an advisory lock on "<path>.lock"; readers need no lock since
 // the file is only ever replaced whole. Temporary files ("<path>.tmp-*") left by a crash are
 // never read, and are removed by the next writer.
-struct FileKeyVaultOptions {
+struct AZKMS_EXPORT FileKeyVaultOptions {
   // Test hook: called with the temporary file's descriptor after the new content has been
   // written, before fsync and rename. Throwing from it simulates a crash mid-write.
   std::function<void(int fd, const std::filesystem::path& temp_path)> before_commit;
 };
 
-class FileKeyVault final : public KeyVault {
+class AZKMS_EXPORT FileKeyVault final : public KeyVault {
  public:
   // The file need not exist yet (an absent file is an empty store); its directory must.
   explicit FileKeyVault(std::filesystem::path path, FileKeyVaultOptions options = {});
@@ -101,14 +104,14 @@ class FileKeyVault final : public KeyVault {
 // A key vault collection on MongoDB. Writes use write concern "majority" and reads read concern
 // "majority", as the client-side encryption specification asks for key vault operations. The
 // server selection timeout bounds how long an operation waits for an unreachable deployment.
-struct MongoKeyVaultOptions {
+struct AZKMS_EXPORT MongoKeyVaultOptions {
   std::string uri = "mongodb://127.0.0.1:27017";
   std::string database = "encryption";
   std::string collection = "__keyVault";
   std::chrono::milliseconds server_selection_timeout{10'000};
 };
 
-class MongoKeyVault final : public KeyVault {
+class AZKMS_EXPORT MongoKeyVault final : public KeyVault {
  public:
   // Parses the URI (ErrorCode::kConfiguration when invalid) and creates a client pool; no
   // connection is made until the first operation.

@@ -40,7 +40,6 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -49,8 +48,10 @@
 #include "azkms/cache.hpp"
 #include "azkms/clock.hpp"
 #include "azkms/environment.hpp"
+#include "azkms/export.h"
 #include "azkms/secret.hpp"
 #include "azkms/source.hpp"
+#include "azkms/span.hpp"
 #include "azkms/token.hpp"
 
 namespace azkms {
@@ -58,19 +59,19 @@ namespace azkms {
 inline constexpr std::string_view kAzureProvider = "azure";
 
 // True for "azure" and "azure:<name>" with a name of [A-Za-z0-9_]+.
-[[nodiscard]] bool is_azure_provider_name(std::string_view name) noexcept;
+[[nodiscard]] AZKMS_EXPORT bool is_azure_provider_name(std::string_view name) noexcept;
 // True for "azure:<name>" (a valid named provider).
-[[nodiscard]] bool is_named_provider(std::string_view name) noexcept;
+[[nodiscard]] AZKMS_EXPORT bool is_named_provider(std::string_view name) noexcept;
 
 // Credentials of one provider when they come from a managed identity source.
-struct ProviderConfig {
+struct AZKMS_EXPORT ProviderConfig {
   // nullopt: detect the hosting environment, on the first request for a token.
   std::optional<SourceKind> source;
   IdentitySelector identity;
   std::string resource{kKeyVaultResource};
 };
 
-struct KmsProvidersOptions {
+struct AZKMS_EXPORT KmsProvidersOptions {
   // Where detection and sources read their variables. Default: the process environment.
   std::shared_ptr<const Environment> environment;
   // HTTP client, clock and per-attempt timeout of managed identity sources.
@@ -87,7 +88,7 @@ struct KmsProvidersOptions {
 };
 
 // What a document was made of, without the secret: for printing and for tests.
-struct ProvidedCredential {
+struct AZKMS_EXPORT ProvidedCredential {
   std::string provider;  // "azure", "azure:prod"
   std::string source;    // display name of the source that issued the token ("App Service")
   SystemTime expires_on{};
@@ -95,7 +96,7 @@ struct ProvidedCredential {
 
 // A kmsProviders document with credentials: {"azure": {"accessToken": "..."}, ...}.
 // It holds tokens, so it has no printable form except the redacted one.
-class KmsProvidersDocument {
+class AZKMS_EXPORT KmsProvidersDocument {
  public:
   KmsProvidersDocument() = default;
   KmsProvidersDocument(BsonDocument document, std::vector<ProvidedCredential> credentials)
@@ -121,7 +122,7 @@ class KmsProvidersDocument {
   std::vector<ProvidedCredential> credentials_;
 };
 
-class KmsProviders {
+class AZKMS_EXPORT KmsProviders {
  public:
   explicit KmsProviders(KmsProvidersOptions options = {});
   ~KmsProviders();
@@ -165,9 +166,9 @@ class KmsProviders {
   [[nodiscard]] std::uint64_t fetch_count(std::string_view name) const;
 
   // {"<name>": {}, ...}: the on-demand configuration for libmongocrypt and libmongoc.
-  [[nodiscard]] BsonDocument on_demand_document(std::span<const std::string> names) const;
+  [[nodiscard]] BsonDocument on_demand_document(Span<std::string> names) const;
   // The kmsProviders document with credentials for exactly `names`, in that order.
-  KmsProvidersDocument credentials(std::span<const std::string> names, Deadline deadline);
+  KmsProvidersDocument credentials(Span<std::string> names, Deadline deadline);
   KmsProvidersDocument credentials(std::initializer_list<std::string_view> names,
                                    Deadline deadline);
   KmsProvidersDocument credentials(std::initializer_list<std::string_view> names);

@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <string_view>
+#include "azkms/export.h"
 
 namespace azkms {
 
@@ -14,9 +15,6 @@ using LogHook = std::function<void(LogLevel, std::string_view message)>;
 
 // Installs the hook (nullptr removes it). Thread-safe; the hook may be called from any thread,
 // including the cache's background refresher, and must not call back into set_log_hook.
-void set_log_hook(LogHook hook);
-
-// Library-internal use; cheap when no hook is installed.
-void log(LogLevel level, std::string_view message);
+AZKMS_EXPORT void set_log_hook(LogHook hook);
 
 }  // namespace azkms

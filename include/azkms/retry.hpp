@@ -1,6 +1,7 @@
-// RetryPolicy: when to try an identity endpoint again, and how long to wait. One policy per
-// source kind, as the reference sheet gives it. The loop that applies it lives in
-// run_with_retries(), shared by every HTTP source, and reads time only through Clock.
+// RetryPolicy: when to try an identity endpoint (or Key Vault) again, and how long to wait.
+// One policy per source kind, as the reference sheet gives it; SourceContext::retry_policy and
+// CryptSessionOptions::kms_retry replace it. AttemptReport: what a source tells an observer
+// about each attempt.
 #pragma once
 
 #include <chrono>
@@ -9,11 +10,12 @@
 #include <string>
 
 #include "azkms/clock.hpp"
+#include "azkms/export.h"
 #include "azkms/http.hpp"
 
 namespace azkms {
 
-struct RetryPolicy {
+struct AZKMS_EXPORT RetryPolicy {
   // Total attempts including the first (the deadline may end it sooner).
   int max_attempts = 4;
   // The wait before attempt n (n >= 2) is initial * multiplier^(n-2), at most max_backoff,
@@ -46,37 +48,12 @@ struct RetryPolicy {
 };
 
 // What happened on one attempt, for logs, counters and tests.
-struct AttemptReport {
+struct AZKMS_EXPORT AttemptReport {
   int attempt = 0;    // 1-based
   int status = 0;     // HTTP status, 0 for a transport error
   std::string error;  // transport error message (no secrets), empty otherwise
   std::chrono::milliseconds wait_before_next{0};  // 0 when no further attempt
 };
 using AttemptObserver = std::function<void(const AttemptReport&)>;
-
-// The longest wait a server can ask for. Anything longer (up to "x-ms-retry-after-ms:
-// 9223372036854775807" or a date past 2262) is read as this, before any arithmetic, and then
-// ends the loop because it passes any deadline azkms accepts.
-inline constexpr std::chrono::milliseconds kLongestRequestedWait{24LL * 3600 * 1000};
-
-// The wait an answer asks for before the next attempt: retry-after-ms or x-ms-retry-after-ms
-// (milliseconds), else Retry-After (delta seconds, or an HTTP date read against `now`; a date
-// in the past means no wait). nullopt when the answer asks for none or says it unreadably.
-// Always within [0, kLongestRequestedWait], whatever the headers say.
-std::optional<std::chrono::milliseconds> requested_retry_wait(const HttpResponse& response,
-                                                              SystemTime now);
-
-// Calls `attempt(budget)` until it returns a response that is not a retryable status, the
-// policy gives up, or the deadline leaves no room. `budget` is min(per_attempt_timeout, time
-// left). Transport errors (azkms::Error from the HTTP client) are retried when the policy
-// says so. Returns the last response (whatever its status); throws the last transport error,
-// or ErrorCode::kTimeout when the deadline passed before any answer, with attempts() set.
-// Honours requested_retry_wait() when it fits in the deadline; every wait is at least the
-// policy's own backoff for that attempt.
-HttpResponse run_with_retries(const RetryPolicy& policy, Clock& clock, Deadline deadline,
-                              std::chrono::milliseconds per_attempt_timeout,
-                              const std::function<HttpResponse(std::chrono::milliseconds)>& attempt,
-                              int* attempts_made = nullptr,
-                              const AttemptObserver& observer = nullptr);
 
 }  // namespace azkms

@@ -10,10 +10,11 @@
 #include <iosfwd>
 #include <string>
 #include <string_view>
+#include "azkms/export.h"
 
 namespace azkms {
 
-class Secret {
+class AZKMS_EXPORT Secret {
  public:
   Secret() = default;
   explicit Secret(std::string value) noexcept : value_(std::move(value)) {}
@@ -39,13 +40,13 @@ class Secret {
   std::string value_;
 };
 
-std::ostream& operator<<(std::ostream& os, const Secret& secret);
+AZKMS_EXPORT std::ostream& operator<<(std::ostream& os, const Secret& secret);
 
 // `text` with each of `secrets` replaced by "[redacted]", in any form an endpoint may echo it
 // in (raw, URL-encoded or -decoded, JSON-escaped) and any run of 8 or more of its characters,
 // and with credential values, JSON Web Tokens and URL passwords redacted too. Values shorter
 // than 4 bytes are ignored. The library's own messages need no call: every error and log line
 // is redacted on its way out (see src/redaction.hpp).
-std::string redact(std::string text, std::initializer_list<std::string_view> secrets);
+AZKMS_EXPORT std::string redact(std::string text, std::initializer_list<std::string_view> secrets);
 
 }  // namespace azkms

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "azkms/clock.hpp"
+#include "azkms/export.h"
 #include "azkms/identity.hpp"
 #include "azkms/secret.hpp"
 
@@ -13,7 +14,7 @@ namespace azkms {
 // The Key Vault resource that MongoDB drivers ask for (no trailing slash).
 inline constexpr std::string_view kKeyVaultResource = "https://vault.azure.net";
 
-struct TokenRequest {
+struct AZKMS_EXPORT TokenRequest {
   std::string resource{kKeyVaultResource};
   IdentitySelector identity;
   // Set by a TokenCache asking again because the token it held was refused
@@ -31,7 +32,7 @@ struct TokenRequest {
   friend bool operator!=(const TokenRequest& a, const TokenRequest& b) { return !(a == b); }
 };
 
-struct AccessToken {
+struct AZKMS_EXPORT AccessToken {
   Secret token;
   std::string token_type = "Bearer";
   std::string resource;

@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "azkms/clock.hpp"
+#include "azkms/export.h"
 #include "azkms/token.hpp"
 
 namespace azkms {
@@ -24,13 +25,13 @@ namespace azkms {
 // - the token must pass token_defect() at `now`: an RFC 6750 token, not already expired;
 // - an HTML or XML body is reported as such.
 // Throws ErrorCode::kMalformedResponse with a message that never includes the token.
-AccessToken parse_token_response(std::string_view body, SystemTime now);
+AZKMS_EXPORT AccessToken parse_token_response(std::string_view body, SystemTime now);
 
 // Parses an `expires_on` value given as text: epoch seconds ("1586984735"),
 // "MM/dd/yyyy HH:mm:ss +00:00", "M/d/yyyy h:mm:ss AM +00:00", RFC 3339
 // ("2021-07-02T08:00:34Z", with fraction or offset), "2021-07-02 08:00:34Z", RFC 1123.
 // nullopt when the text has none of these shapes.
-std::optional<SystemTime> parse_expires_on(std::string_view text);
+AZKMS_EXPORT std::optional<SystemTime> parse_expires_on(std::string_view text);
 
 // What makes `token` unusable, or nullopt when nothing does. The one check every token
 // passes before anyone uses it, whoever produced it (an endpoint's response, a callback, the
@@ -41,14 +42,11 @@ std::optional<SystemTime> parse_expires_on(std::string_view text);
 // - the expiry lies after `now`: a token already expired when it arrives is refused, with the
 //   expiry and the local clock named (clock skew is the usual cause).
 // The description never includes the token or any part of it.
-std::optional<std::string> token_defect(const AccessToken& token, SystemTime now);
+AZKMS_EXPORT std::optional<std::string> token_defect(const AccessToken& token, SystemTime now);
 
 // True when two resource URIs name the same resource: scheme and host compared without case,
 // one trailing slash ignored ("HTTPS://Vault.Azure.NET/" is "https://vault.azure.net"); the
 // path and anything after it compared exactly.
-bool same_resource(std::string_view a, std::string_view b);
-
-// Seconds given as a number or a numeric string ("3599"); nullopt otherwise or if negative.
-std::optional<long long> parse_seconds(std::string_view text);
+AZKMS_EXPORT bool same_resource(std::string_view a, std::string_view b);
 
 }  // namespace azkms

@@ -48,10 +48,11 @@
 
 #include "azkms/error.hpp"
 #include "azkms/http.hpp"
-#include "azkms/log.hpp"
 #include "fork_safety.hpp"
 #include "http/connection_failure.hpp"
+#include "http/curl_client.hpp"
 #include "http/proxy_bypass.hpp"
+#include "log.hpp"
 #include "redaction.hpp"
 #include "text.hpp"
 

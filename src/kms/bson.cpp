@@ -33,7 +33,7 @@ BsonDocument::BsonDocument() : doc_(bson_new()) {}
 
 BsonDocument::BsonDocument(const bson_t* doc) : doc_(bson_copy(doc)) {}
 
-BsonDocument BsonDocument::from_bytes(std::span<const std::uint8_t> bytes) {
+BsonDocument BsonDocument::from_bytes(Span<std::uint8_t> bytes) {
   bson_t view;
   if (!bson_init_static(&view, bytes.data(), bytes.size()) ||
       !bson_validate(&view, BSON_VALIDATE_NONE, nullptr)) {
@@ -85,9 +85,7 @@ void BsonDocument::wipe() noexcept {
   doc_ = bson_new();
 }
 
-std::span<const std::uint8_t> BsonDocument::bytes() const noexcept {
-  return {bson_get_data(doc_), doc_->len};
-}
+Span<std::uint8_t> BsonDocument::bytes() const noexcept { return {bson_get_data(doc_), doc_->len}; }
 
 std::string BsonDocument::canonical_json() const {
   return take_string(bson_as_canonical_extended_json(doc_, nullptr));
@@ -154,7 +152,7 @@ int BsonValue::binary_subtype() const noexcept {
                                                : -1;
 }
 
-std::span<const std::uint8_t> BsonValue::binary_bytes() const noexcept {
+Span<std::uint8_t> BsonValue::binary_bytes() const noexcept {
   if (value_.value_type != BSON_TYPE_BINARY) return {};
   return {value_.value.v_binary.data, value_.value.v_binary.data_len};
 }

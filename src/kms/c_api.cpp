@@ -2,6 +2,7 @@
 // a bson_error_t whose message is an azkms::Error message (secret-free by construction).
 #include "azkms/azkms.h"
 
+#include <array>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -25,6 +26,55 @@ namespace {
 using azkms::Error;
 using azkms::ErrorCode;
 
+// Every ErrorCode and its C code. Both sides are ABI (programs compare bson_error_t.code with
+// the C codes, and may store either number): an entry is added for a new code, never changed.
+struct CodePair {
+  ErrorCode code;
+  azkms_error_code_t c_code;
+};
+constexpr std::array<CodePair, 18> kCodePairs{{
+    {ErrorCode::kConfiguration, AZKMS_ERROR_CONFIGURATION},
+    {ErrorCode::kNoSource, AZKMS_ERROR_NO_SOURCE},
+    {ErrorCode::kUnsupportedSelector, AZKMS_ERROR_UNSUPPORTED_SELECTOR},
+    {ErrorCode::kTimeout, AZKMS_ERROR_TIMEOUT},
+    {ErrorCode::kConnection, AZKMS_ERROR_CONNECTION},
+    {ErrorCode::kTls, AZKMS_ERROR_TLS},
+    {ErrorCode::kRedirect, AZKMS_ERROR_REDIRECT},
+    {ErrorCode::kHttpStatus, AZKMS_ERROR_HTTP_STATUS},
+    {ErrorCode::kResponseTooLarge, AZKMS_ERROR_RESPONSE_TOO_LARGE},
+    {ErrorCode::kMalformedResponse, AZKMS_ERROR_MALFORMED_RESPONSE},
+    {ErrorCode::kIdentityMismatch, AZKMS_ERROR_IDENTITY_MISMATCH},
+    {ErrorCode::kArcChallenge, AZKMS_ERROR_ARC_CHALLENGE},
+    {ErrorCode::kKms, AZKMS_ERROR_KMS},
+    {ErrorCode::kCrypt, AZKMS_ERROR_CRYPT},
+    {ErrorCode::kKeyVault, AZKMS_ERROR_KEY_VAULT},
+    {ErrorCode::kUnsupported, AZKMS_ERROR_UNSUPPORTED},
+    {ErrorCode::kCallback, AZKMS_ERROR_CALLBACK},
+    {ErrorCode::kCancelled, AZKMS_ERROR_CANCELLED},
+}};
+
+// One C code per ErrorCode and one ErrorCode per C code, with the same number on both sides
+// (error.hpp promises it): the pairs are the values 1, 2, 3... in order, without a gap or a
+// repeat, so a pair that is renumbered, repeated, or mismatched stops the build here.
+constexpr bool code_pairs_match() {
+  for (std::size_t i = 0; i < kCodePairs.size(); ++i) {
+    const auto value = static_cast<int>(i + 1);
+    if (static_cast<int>(kCodePairs[i].code) != value) return false;
+    if (static_cast<int>(kCodePairs[i].c_code) != value) return false;
+  }
+  return true;
+}
+static_assert(code_pairs_match(),
+              "kCodePairs must pair each azkms::ErrorCode with the azkms_error_code_t of the same "
+              "value, in order");
+
+constexpr azkms_error_code_t c_code_of(ErrorCode code) noexcept {
+  for (const auto& pair : kCodePairs) {
+    if (pair.code == code) return pair.c_code;
+  }
+  return AZKMS_ERROR_INTERNAL;
+}
+
 void set_error(bson_error_t* error, std::uint32_t code, const char* message) {
   if (error != nullptr) bson_set_error(error, AZKMS_ERROR_DOMAIN, code, "%s", message);
 }
@@ -35,7 +85,7 @@ bool guarded(bson_error_t* error, Body&& body) noexcept {
   try {
     return body();
   } catch (const Error& e) {
-    set_error(error, static_cast<std::uint32_t>(e.code()) + 1, e.what());
+    set_error(error, c_code_of(e.code()), e.what());
   } catch (const std::bad_alloc&) {
     set_error(error, AZKMS_ERROR_INTERNAL, "out of memory");
   } catch (const std::exception& e) {
@@ -156,7 +206,7 @@ bool azkms_registry_append_credentials(azkms_registry_t* registry, const char* c
       }
     }
     const auto document =
-        registered.credentials(std::span<const std::string>(names),
+        registered.credentials(azkms::Span<std::string>(names),
                                std::chrono::steady_clock::now() + registered.token_timeout());
     if (!bson_concat(out, document.bson().get())) {
       throw Error(ErrorCode::kConfiguration, "cannot append to the output document");
@@ -207,7 +257,7 @@ bool azkms_kms_credentials_callback(void* userdata, const bson_t* /*params*/, bs
     if (out == nullptr) throw Error(ErrorCode::kConfiguration, "the output document is NULL");
     const std::string azure(azkms::kAzureProvider);
     const auto document =
-        providers.credentials(std::span<const std::string>(&azure, 1),
+        providers.credentials(azkms::Span<std::string>(&azure, 1),
                               std::chrono::steady_clock::now() + providers.token_timeout());
     if (!bson_concat(out, document.bson().get())) {
       throw Error(ErrorCode::kConfiguration, "cannot append to the credentials document");

@@ -26,14 +26,16 @@ extern "C" {
 #include <charconv>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <span>
 #include <type_traits>
 
 #include "azkms/error.hpp"
-#include "azkms/log.hpp"
 #include "azkms/token_response.hpp"
 #include "kms/kms_http.hpp"
 #include "kms/named_provider_bridge.hpp"
+#include "log.hpp"
 #include "redaction.hpp"
+#include "retry.hpp"
 
 namespace azkms {
 namespace {

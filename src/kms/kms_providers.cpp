@@ -7,6 +7,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <shared_mutex>
+#include <span>
 
 #include "azkms/detect.hpp"
 #include "azkms/error.hpp"
@@ -275,7 +276,7 @@ std::uint64_t KmsProviders::fetch_count(std::string_view name) const {
   return entry.counted ? entry.counted->fetches() : 0;
 }
 
-BsonDocument KmsProviders::on_demand_document(std::span<const std::string> names) const {
+BsonDocument KmsProviders::on_demand_document(Span<std::string> names) const {
   bson_t doc = BSON_INITIALIZER;
   for (const auto& name : names) {
     (void)impl_->find(name);
@@ -292,8 +293,7 @@ BsonDocument KmsProviders::on_demand_document(std::span<const std::string> names
   return result;
 }
 
-KmsProvidersDocument KmsProviders::credentials(std::span<const std::string> names,
-                                               Deadline deadline) {
+KmsProvidersDocument KmsProviders::credentials(Span<std::string> names, Deadline deadline) {
   // Validate every name before fetching anything: a typo must not cost a token request.
   for (std::size_t i = 0; i < names.size(); ++i) {
     (void)impl_->find(names[i]);

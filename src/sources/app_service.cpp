@@ -24,23 +24,6 @@ class AppServiceSource final : public HttpTokenSource {
     return kSupportsSystemAssigned | kSupportsClientId | kSupportsObjectId | kSupportsResourceId;
   }
 
-  [[nodiscard]] HttpRequest build_request(const TokenRequest& request) const override {
-    check_selector(request);
-    const std::string resource = resource_of(request);
-    QueryParams params{{"api-version", "2019-08-01"}, {"resource", resource}};
-    if (auto selector = selector_param(request, "client_id", "principal_id", "mi_res_id")) {
-      params.push_back(*selector);
-    }
-    add_revocation_params(request, params);
-    HttpRequest http;
-    http.method = "GET";
-    http.url = with_query(endpoint_, params);
-    http.headers.push_back({"X-IDENTITY-HEADER", identity_header_.reveal(), /*sensitive=*/true});
-    // App Service ignores it; Azure Automation, which serves the same protocol, expects it.
-    http.headers.push_back({"Metadata", "true"});
-    return http;
-  }
-
  protected:
   [[nodiscard]] std::vector<std::string_view> secrets() const override {
     return {identity_header_.reveal()};
@@ -62,6 +45,22 @@ class AppServiceSource final : public HttpTokenSource {
   }
 
  private:
+  [[nodiscard]] HttpRequest make_request(const TokenRequest& request) const override {
+    const std::string resource = resource_of(request);
+    QueryParams params{{"api-version", "2019-08-01"}, {"resource", resource}};
+    if (auto selector = selector_param(request, "client_id", "principal_id", "mi_res_id")) {
+      params.push_back(*selector);
+    }
+    add_revocation_params(request, params);
+    HttpRequest http;
+    http.method = "GET";
+    http.url = with_query(endpoint_, params);
+    http.headers.push_back({"X-IDENTITY-HEADER", identity_header_.reveal(), /*sensitive=*/true});
+    // App Service ignores it; Azure Automation, which serves the same protocol, expects it.
+    http.headers.push_back({"Metadata", "true"});
+    return http;
+  }
+
   std::string endpoint_;
   Secret identity_header_;
 };

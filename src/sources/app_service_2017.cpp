@@ -17,8 +17,7 @@ MsiSecretSource::MsiSecretSource(SourceKind kind, std::string endpoint, Secret m
       msi_secret_(std::move(msi_secret)),
       default_client_id_(std::move(default_client_id)) {}
 
-HttpRequest MsiSecretSource::build_request(const TokenRequest& request) const {
-  check_selector(request);
+HttpRequest MsiSecretSource::make_request(const TokenRequest& request) const {
   const std::string resource = resource_of(request);
   QueryParams params{{"api-version", "2017-09-01"}, {"resource", resource}};
   const std::string client_id = expected_client_id(request);

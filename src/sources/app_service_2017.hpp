@@ -5,7 +5,7 @@
 #include <string>
 
 #include "azkms/secret.hpp"
-#include "azkms/source.hpp"
+#include "http_token_source.hpp"
 
 namespace azkms::sources {
 
@@ -25,7 +25,6 @@ class MsiSecretSource final : public HttpTokenSource {
   [[nodiscard]] std::uint8_t supported_selectors() const override {
     return kSupportsSystemAssigned | kSupportsClientId;
   }
-  [[nodiscard]] HttpRequest build_request(const TokenRequest& request) const override;
 
  protected:
   [[nodiscard]] std::vector<std::string_view> secrets() const override {
@@ -36,6 +35,8 @@ class MsiSecretSource final : public HttpTokenSource {
   [[nodiscard]] std::string expected_client_id(const TokenRequest& request) const override;
 
  private:
+  [[nodiscard]] HttpRequest make_request(const TokenRequest& request) const override;
+
   SourceKind kind_;
   std::string endpoint_;
   Secret msi_secret_;

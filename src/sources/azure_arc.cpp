@@ -2,10 +2,10 @@
 //
 // GET {endpoint}?api-version=2020-06-01&resource=..., header Metadata: true. The agent answers
 // 401 with `WWW-Authenticate: Basic realm=<path of a key file>`; the same request is sent
-// again with `Authorization: Basic <file contents>`. See include/azkms/sources/azure_arc.hpp
+// again with `Authorization: Basic <file contents>`. See azure_arc.hpp
 // for why the path is checked as it is, and why a user-assigned identity's token is accepted
 // only when the response names that identity.
-#include "azkms/sources/azure_arc.hpp"
+#include "sources/azure_arc.hpp"
 
 #include <openssl/crypto.h>
 
@@ -54,20 +54,6 @@ class AzureArcSource final : public HttpTokenSource {
   [[nodiscard]] std::string endpoint() const override { return endpoint_; }
   [[nodiscard]] std::uint8_t supported_selectors() const override {
     return kSupportsSystemAssigned | kSupportsClientId | kSupportsObjectId | kSupportsResourceId;
-  }
-
-  [[nodiscard]] HttpRequest build_request(const TokenRequest& request) const override {
-    check_selector(request);
-    const std::string resource = resource_of(request);
-    HttpRequest http;
-    http.method = "GET";
-    QueryParams params{{"api-version", "2020-06-01"}, {"resource", resource}};
-    if (auto selector = selector_param(request, "client_id", "object_id", "msi_res_id")) {
-      params.push_back(*selector);
-    }
-    http.url = with_query(endpoint_, params);
-    http.headers.push_back({"Metadata", "true"});
-    return http;
   }
 
  protected:
@@ -152,6 +138,19 @@ class AzureArcSource final : public HttpTokenSource {
   }
 
  private:
+  [[nodiscard]] HttpRequest make_request(const TokenRequest& request) const override {
+    const std::string resource = resource_of(request);
+    HttpRequest http;
+    http.method = "GET";
+    QueryParams params{{"api-version", "2020-06-01"}, {"resource", resource}};
+    if (auto selector = selector_param(request, "client_id", "object_id", "msi_res_id")) {
+      params.push_back(*selector);
+    }
+    http.url = with_query(endpoint_, params);
+    http.headers.push_back({"Metadata", "true"});
+    return http;
+  }
+
   static void wipe(HttpRequest& request) {
     for (auto& header : request.headers) {
       if (header.sensitive && !header.value.empty()) {

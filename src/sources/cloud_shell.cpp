@@ -20,8 +20,14 @@ class CloudShellSource final : public HttpTokenSource {
     return kSupportsSystemAssigned;
   }
 
-  [[nodiscard]] HttpRequest build_request(const TokenRequest& request) const override {
-    check_selector(request);
+ protected:
+  [[nodiscard]] std::string selector_note() const override {
+    return "Cloud Shell issues tokens only for the signed-in user; user-assigned identities "
+           "are not available there";
+  }
+
+ private:
+  [[nodiscard]] HttpRequest make_request(const TokenRequest& request) const override {
     HttpRequest http;
     http.method = "POST";
     http.url = endpoint_;
@@ -31,13 +37,6 @@ class CloudShellSource final : public HttpTokenSource {
     return http;
   }
 
- protected:
-  [[nodiscard]] std::string selector_note() const override {
-    return "Cloud Shell issues tokens only for the signed-in user; user-assigned identities "
-           "are not available there";
-  }
-
- private:
   std::string endpoint_;
 };
 

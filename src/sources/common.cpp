@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "azkms/http.hpp"
+#include "http/curl_client.hpp"
 #include "redaction.hpp"
 
 namespace azkms::sources {

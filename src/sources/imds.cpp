@@ -40,22 +40,6 @@ class ImdsSource final : public HttpTokenSource {
   }
   [[nodiscard]] RetryPolicy retry_policy() const override { return RetryPolicy::imds(); }
 
-  [[nodiscard]] HttpRequest build_request(const TokenRequest& request) const override {
-    check_selector(request);
-    const std::string resource = resource_of(request);
-    QueryParams params{{"api-version", "2018-02-01"}, {"resource", resource}};
-    if (auto selector = selector_param(request, "client_id", "object_id", "msi_res_id")) {
-      params.push_back(*selector);
-    }
-    HttpRequest http;
-    http.method = "GET";
-    http.url = with_query(endpoint(), params);
-    http.headers.push_back({"Metadata", "true"});
-    // As the MongoDB specification's IMDS request does.
-    http.headers.push_back({"Accept", "application/json"});
-    return http;
-  }
-
  protected:
   HttpResponse exchange(const HttpRequest& request, const HttpOptions& options) override {
     if (!probe_ || answered_.load(std::memory_order_acquire)) {
@@ -100,6 +84,21 @@ class ImdsSource final : public HttpTokenSource {
   }
 
  private:
+  [[nodiscard]] HttpRequest make_request(const TokenRequest& request) const override {
+    const std::string resource = resource_of(request);
+    QueryParams params{{"api-version", "2018-02-01"}, {"resource", resource}};
+    if (auto selector = selector_param(request, "client_id", "object_id", "msi_res_id")) {
+      params.push_back(*selector);
+    }
+    HttpRequest http;
+    http.method = "GET";
+    http.url = with_query(endpoint(), params);
+    http.headers.push_back({"Metadata", "true"});
+    // As the MongoDB specification's IMDS request does.
+    http.headers.push_back({"Accept", "application/json"});
+    return http;
+  }
+
   std::string authority_;
   bool probe_;
   std::atomic<bool> answered_{false};

@@ -8,7 +8,7 @@
 #include <string>
 
 #include "azkms/environment.hpp"
-#include "azkms/source.hpp"
+#include "http_token_source.hpp"
 
 namespace azkms::sources {
 

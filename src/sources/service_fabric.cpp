@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cctype>
 
+#include "http/curl_client.hpp"
 #include "redaction.hpp"
 #include "sources/common.hpp"
 #include "sources/registry.hpp"
@@ -29,18 +30,6 @@ class ServiceFabricSource final : public HttpTokenSource {
   [[nodiscard]] std::string endpoint() const override { return endpoint_; }
   [[nodiscard]] std::uint8_t supported_selectors() const override {
     return kSupportsSystemAssigned;
-  }
-
-  [[nodiscard]] HttpRequest build_request(const TokenRequest& request) const override {
-    check_selector(request);
-    const std::string resource = resource_of(request);
-    HttpRequest http;
-    http.method = "GET";
-    QueryParams params{{"api-version", "2019-07-01-preview"}, {"resource", resource}};
-    add_revocation_params(request, params);
-    http.url = with_query(endpoint_, params);
-    http.headers.push_back({"Secret", identity_header_.reveal(), /*sensitive=*/true});
-    return http;
   }
 
   [[nodiscard]] HttpOptions http_options() const override {
@@ -66,6 +55,17 @@ class ServiceFabricSource final : public HttpTokenSource {
   }
 
  private:
+  [[nodiscard]] HttpRequest make_request(const TokenRequest& request) const override {
+    const std::string resource = resource_of(request);
+    HttpRequest http;
+    http.method = "GET";
+    QueryParams params{{"api-version", "2019-07-01-preview"}, {"resource", resource}};
+    add_revocation_params(request, params);
+    http.url = with_query(endpoint_, params);
+    http.headers.push_back({"Secret", identity_header_.reveal(), /*sensitive=*/true});
+    return http;
+  }
+
   std::string endpoint_;
   Secret identity_header_;
   std::string thumbprint_;

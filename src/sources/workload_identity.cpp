@@ -38,24 +38,6 @@ class WorkloadIdentitySource final : public HttpTokenSource {
     return kSupportsSystemAssigned | kSupportsClientId;
   }
 
-  [[nodiscard]] HttpRequest build_request(const TokenRequest& request) const override {
-    check_selector(request);
-    const std::string scope = resource_of(request) + "/.default";
-    const std::string client_id = expected_client_id(request);
-    const Secret assertion = read_assertion();
-    HttpRequest http;
-    http.method = "POST";
-    http.url = endpoint_;
-    http.headers.push_back({"Content-Type", "application/x-www-form-urlencoded"});
-    http.body = form_encode(
-        {{"client_id", client_id},
-         {"grant_type", "client_credentials"},
-         {"client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"},
-         {"client_assertion", assertion.reveal()},
-         {"scope", scope}});
-    return http;
-  }
-
  protected:
   [[nodiscard]] std::string expected_client_id(const TokenRequest& request) const override {
     if (request.identity.kind() == IdentitySelector::Kind::kClientId) {
@@ -99,6 +81,23 @@ class WorkloadIdentitySource final : public HttpTokenSource {
   }
 
  private:
+  [[nodiscard]] HttpRequest make_request(const TokenRequest& request) const override {
+    const std::string scope = resource_of(request) + "/.default";
+    const std::string client_id = expected_client_id(request);
+    const Secret assertion = read_assertion();
+    HttpRequest http;
+    http.method = "POST";
+    http.url = endpoint_;
+    http.headers.push_back({"Content-Type", "application/x-www-form-urlencoded"});
+    http.body = form_encode(
+        {{"client_id", client_id},
+         {"grant_type", "client_credentials"},
+         {"client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"},
+         {"client_assertion", assertion.reveal()},
+         {"scope", scope}});
+    return http;
+  }
+
   // The kubelet projects the token as a symbolic link into a "..data" directory that it swaps
   // on rotation, so links are followed; what they lead to must be a regular file of at most
   // 64 KiB (a FIFO or a device there must not hang or flood the fetch).

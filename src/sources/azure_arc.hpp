@@ -1,4 +1,7 @@
-// Azure Arc-enabled servers: options for building the source from code.
+// Azure Arc-enabled servers: the source built from code, endpoint and key directory given
+// directly (tests and the fuzzer point it at a local agent). Internal to the library: users
+// reach Arc through detect() or make_source(), which read IDENTITY_ENDPOINT and
+// AZKMS_ARC_TOKEN_DIRECTORY.
 //
 // The Arc agent answers the first request with 401 and `WWW-Authenticate: Basic
 // realm=<key file>`; the client proves it may read that file (root or the himds group) by
@@ -17,7 +20,7 @@
 #include <string>
 #include <string_view>
 
-#include "azkms/source.hpp"
+#include "http_token_source.hpp"
 
 namespace azkms {
 

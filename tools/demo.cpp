@@ -1,8 +1,8 @@
-// run_demo: see include/azkms/demo.hpp.
+// run_demo: see demo.hpp.
 //
-// Built as its own library (azkms_demo) because it links the emulator: the emulator headers are
-// not part of the public include tree, and only the CLI, tests and benchmarks need run_demo.
-#include "azkms/demo.hpp"
+// Part of the command-line tool, not of the library, because it links the emulator. Built as
+// its own static library (azkms_demo) so that the demo's test links it too.
+#include "demo.hpp"
 
 #include <cstdio>
 #include <filesystem>

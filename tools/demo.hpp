@@ -7,7 +7,8 @@
 // sample field with it and decrypts it back. Each step is printed with its duration; tokens
 // never are (only their source and lifetime).
 //
-// Needs the emulator library (azkms_emulator) at link time, next to azkms_kms.
+// Part of the command-line tool (azkms_demo), not of the library: it needs the emulator
+// (azkms_emulator) at link time.
 #pragma once
 
 #include <chrono>
