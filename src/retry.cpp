@@ -21,6 +21,7 @@
 
 #include "azkms/error.hpp"
 #include "azkms/log.hpp"
+#include "text.hpp"
 
 namespace azkms {
 namespace {
@@ -39,8 +40,7 @@ constexpr long long kLongestWaitSeconds = kLongestWaitMs / 1000;
 // `cap`: a number too long for 64 bits asks for a very long wait, not for none. nullopt for
 // anything else (signs, fractions, words).
 std::optional<long long> parse_count(std::string_view text, long long cap) {
-  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
-  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
+  text = trim(text);
   if (text.empty()) return std::nullopt;
   long long value = 0;
   for (char c : text) {

@@ -25,12 +25,6 @@ namespace {
 constexpr std::size_t kMaxKeyBytes = 4096;
 constexpr std::size_t kMaxFileName = 255;  // NAME_MAX on Linux
 
-std::string_view trim(std::string_view text) {
-  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
-  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
-  return text;
-}
-
 class AzureArcSource final : public HttpTokenSource {
  public:
   AzureArcSource(std::string endpoint, std::string key_directory, SourceContext context)
