@@ -6,6 +6,7 @@
 
 #include <memory>
 
+#include "redaction.hpp"
 #include "text.hpp"
 
 namespace azkms {
@@ -60,6 +61,11 @@ std::optional<UrlParts> split_url(const std::string& url) {
                           part(handle.get(), CURLUPART_PASSWORD).has_value();
   parts.has_fragment = part(handle.get(), CURLUPART_FRAGMENT).has_value();
   return parts;
+}
+
+std::string url_for_messages(const std::string& url, std::size_t limit) {
+  if (auto parts = split_url(url)) return safe_excerpt(parts->without_query(), limit);
+  return safe_excerpt(std::string_view(url).substr(0, url.find('?')), limit);
 }
 
 bool is_loopback_host(std::string_view host) {

@@ -1,6 +1,7 @@
 // URLs and hosts, read by libcurl's URL parser (not part of the public API).
 #pragma once
 
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -24,6 +25,11 @@ struct UrlParts {
 
 // nullopt unless `url` is absolute (an explicit scheme, no guessing) with a non-empty host.
 [[nodiscard]] std::optional<UrlParts> split_url(const std::string& url);
+
+// The URL as a message may show it: scheme://host[:port]/path (no credentials, query or
+// fragment), redacted, printable and cut to `limit` bytes (safe_excerpt). When libcurl cannot
+// parse it, what comes before any query.
+[[nodiscard]] std::string url_for_messages(const std::string& url, std::size_t limit = 200);
 
 // True for "localhost" and for the loopback addresses: 127.0.0.0/8, ::1 and IPv4-mapped
 // ::ffff:127.x.y.z, bracketed or not. By address, as the resolver would read it, not by

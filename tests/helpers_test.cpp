@@ -118,6 +118,18 @@ TEST(Url, SplitsAbsoluteUrls) {
   EXPECT_FALSE(split_url(""));
 }
 
+TEST(Url, ForMessagesDropsCredentialsAndQueryAndStaysPrintable) {
+  EXPECT_EQ(
+      url_for_messages("https://user:secret@vault.example:443/keys/k/wrapkey?api-version=7.1"),
+      "https://vault.example:443/keys/k/wrapkey");
+  EXPECT_EQ(url_for_messages("not a url?token=abc"), "not a url");
+  EXPECT_EQ(url_for_messages("http://127.0.0.1/\x1b[31m").find('\x1b'), std::string::npos);
+  const std::string shown = url_for_messages("garbage \x1b\n" + std::string(500, 'x'), 100);
+  EXPECT_LE(shown.size(), 103u);
+  EXPECT_EQ(shown.find('\x1b'), std::string::npos);
+  EXPECT_EQ(shown.find('\n'), std::string::npos);
+}
+
 TEST(Url, LoopbackByAddress) {
   for (const char* host : {"localhost", "LocalHost", "127.0.0.1", "127.1.2.3", "::1", "[::1]",
                            "0:0:0:0:0:0:0:1", "::ffff:127.0.0.1"}) {

@@ -82,13 +82,6 @@ void global_init() {
   });
 }
 
-// The URL as messages show it: scheme://host[:port]/path, printable and bounded; when libcurl
-// cannot parse it, what comes before any query.
-std::string url_for_messages(const std::string& url) {
-  if (auto parts = split_url(url)) return safe_excerpt(parts->without_query());
-  return safe_excerpt(std::string_view(url).substr(0, url.find('?')));
-}
-
 bool valid_header_name(std::string_view name) {
   if (name.empty()) return false;
   return std::all_of(name.begin(), name.end(), [](char c) {
@@ -314,7 +307,7 @@ class CurlHttpClient final : public HttpClient, private detail::ForkAware {
       throw Error(ErrorCode::kConfiguration, "cannot send to \"" + url_for_messages(request.url) +
                                                  "\": not an absolute http or https URL");
     }
-    const std::string endpoint = safe_excerpt(parsed->without_query());
+    const std::string endpoint = url_for_messages(request.url);
     const std::string what = request.method + " " + endpoint;
     const bool https = parsed->scheme == "https";
     if (!https && parsed->scheme != "http") {

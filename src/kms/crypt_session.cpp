@@ -27,6 +27,7 @@ extern "C" {
 #include "azkms/token_response.hpp"
 #include "kms/kms_http.hpp"
 #include "redaction.hpp"
+#include "url.hpp"
 
 namespace azkms {
 namespace {
@@ -242,8 +243,6 @@ BsonValue finish_value(const BinaryOut* out) {
   return value_of(*out);
 }
 
-std::string url_without_query(const std::string& url) { return url.substr(0, url.find('?')); }
-
 // Thrown inside one pass when Key Vault refused the token; the caller refreshes and retries.
 struct Unauthorized {
   std::string url;
@@ -413,7 +412,7 @@ struct CryptSession::Impl {
       const auto bytes = message.bytes();
       const HttpRequest request = parse_kms_request(
           std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), endpoint);
-      const std::string url = url_without_query(request.url);
+      const std::string url = url_for_messages(request.url, 300);
       // The request carries the token (Authorization: Bearer <token>): nothing said about this
       // exchange may quote it, whatever Key Vault echoes back.
       RedactionScope secrets_in_use;
