@@ -8,6 +8,8 @@
 
 #include <stdexcept>
 
+#include "encoding.hpp"
+
 namespace azkms::emulator {
 namespace {
 
@@ -97,11 +99,8 @@ Certificate make_self_signed_certificate(const CertificateOptions& options) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int digest_length = 0;
   check(X509_digest(x509, EVP_sha1(), digest, &digest_length), "X509_digest");
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  for (unsigned int i = 0; i < digest_length; ++i) {
-    result.sha1_thumbprint.push_back(kHex[digest[i] >> 4]);
-    result.sha1_thumbprint.push_back(kHex[digest[i] & 0xF]);
-  }
+  result.sha1_thumbprint =
+      hex_encode(std::string_view(reinterpret_cast<const char*>(digest), digest_length));
   return result;
 }
 

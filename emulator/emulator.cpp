@@ -26,6 +26,7 @@
 
 #include "certificate.hpp"
 #include "connection_guard.hpp"
+#include "encoding.hpp"
 #include "faults.hpp"
 #include "http_faults.hpp"
 #include "platform_token_cache.hpp"
@@ -54,34 +55,6 @@ constexpr std::size_t kMaxArcChallenges = 64;
 constexpr std::size_t kArcKeysRemembered = 4096;
 
 std::size_t index_of(Endpoint endpoint) { return static_cast<std::size_t>(endpoint); }
-
-std::string random_hex(std::size_t bytes) {
-  std::vector<unsigned char> buffer(bytes);
-  if (RAND_bytes(buffer.data(), static_cast<int>(buffer.size())) != 1) {
-    throw std::runtime_error("emulator: RAND_bytes failed");
-  }
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char byte : buffer) {
-    out.push_back(kHex[byte >> 4]);
-    out.push_back(kHex[byte & 0xF]);
-  }
-  return out;
-}
-
-std::string base64url(std::string_view data) {
-  std::string out(4 * ((data.size() + 2) / 3) + 1, '\0');
-  const int length = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                     reinterpret_cast<const unsigned char*>(data.data()),
-                                     static_cast<int>(data.size()));
-  out.resize(static_cast<std::size_t>(length));
-  while (!out.empty() && out.back() == '=') out.pop_back();
-  for (char& c : out) {
-    if (c == '+') c = '-';
-    if (c == '/') c = '_';
-  }
-  return out;
-}
 
 std::int64_t epoch(Clock::time_point time) {
   return std::chrono::duration_cast<std::chrono::seconds>(time.time_since_epoch()).count();
@@ -370,8 +343,8 @@ struct Emulator::Impl {
                           {"iat", now},
                           {"nbf", now},
                           {"exp", now + 86400}};
-    federated_token = base64url(header.dump()) + "." + base64url(payload.dump()) + "." +
-                      base64url(random_hex(64));
+    federated_token = base64url_encode(header.dump()) + "." + base64url_encode(payload.dump()) +
+                      "." + base64url_encode(random_hex(64));
     federated_token_file = temp_dir + "/federated-token";
     write_private_file(federated_token_file, federated_token);
   }

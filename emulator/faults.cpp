@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "text.hpp"
+
 namespace azkms::emulator {
 
 const std::vector<FaultCase>& fault_cases() {
@@ -111,9 +113,7 @@ std::optional<std::string> test_params_case(std::string_view header_value) {
   while (pos <= header_value.size()) {
     std::size_t end = header_value.find_first_of("&;", pos);
     if (end == std::string_view::npos) end = header_value.size();
-    std::string_view pair = header_value.substr(pos, end - pos);
-    while (!pair.empty() && pair.front() == ' ') pair.remove_prefix(1);
-    while (!pair.empty() && pair.back() == ' ') pair.remove_suffix(1);
+    const std::string_view pair = trim(header_value.substr(pos, end - pos), " ");
     if (pair.substr(0, 5) == "case=") return std::string(pair.substr(5));
     pos = end + 1;
   }

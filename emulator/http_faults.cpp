@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "connection_guard.hpp"
+#include "encoding.hpp"
 
 namespace azkms::emulator {
 namespace {
@@ -115,21 +116,8 @@ std::string echo_form(std::string_view secret, EchoFault::Form form) {
   switch (form) {
     case EchoFault::Form::kRaw:
       return std::string(secret);
-    case EchoFault::Form::kUrl: {
-      static constexpr char kHex[] = "0123456789ABCDEF";
-      std::string out;
-      for (char c : secret) {
-        const auto byte = static_cast<unsigned char>(c);
-        if (std::isalnum(byte) || c == '-' || c == '.' || c == '_' || c == '~') {
-          out += c;
-        } else {
-          out += '%';
-          out += kHex[byte >> 4];
-          out += kHex[byte & 0xf];
-        }
-      }
-      return out;
-    }
+    case EchoFault::Form::kUrl:
+      return percent_encode(secret);
     case EchoFault::Form::kJson: {
       const std::string quoted =
           json(std::string(secret)).dump(-1, ' ', false, json::error_handler_t::replace);

@@ -29,8 +29,11 @@
 
 #include "certificate_authority.hpp"
 #include "connection_guard.hpp"
+#include "encoding.hpp"
 #include "faults.hpp"
 #include "http_faults.hpp"
+#include "text.hpp"
+#include "url.hpp"
 
 namespace azkms::emulator {
 namespace {
@@ -62,62 +65,6 @@ using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyDeleter>;
 using X509Ptr = std::unique_ptr<X509, X509Deleter>;
 using BioPtr = std::unique_ptr<BIO, BioDeleter>;
 
-std::string random_hex(std::size_t bytes) {
-  std::vector<unsigned char> raw(bytes);
-  if (RAND_bytes(raw.data(), static_cast<int>(raw.size())) != 1) {
-    throw std::runtime_error("key vault emulator: RAND_bytes failed");
-  }
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string hex;
-  for (unsigned char byte : raw) {
-    hex.push_back(kHex[byte >> 4]);
-    hex.push_back(kHex[byte & 0x0f]);
-  }
-  return hex;
-}
-
-std::string base64url_encode(std::string_view data) {
-  std::string out(4 * ((data.size() + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(data.data()),
-                          static_cast<int>(data.size()));
-  out.resize(static_cast<std::size_t>(n));
-  while (!out.empty() && out.back() == '=') out.pop_back();
-  for (char& c : out) {
-    if (c == '+') c = '-';
-    if (c == '/') c = '_';
-  }
-  return out;
-}
-
-// Strict base64url (RFC 4648 section 5); trailing '=' padding tolerated.
-std::optional<std::string> base64url_decode(std::string_view in) {
-  while (!in.empty() && in.back() == '=') in.remove_suffix(1);
-  if (in.size() % 4 == 1) return std::nullopt;
-  std::string standard;
-  standard.reserve(in.size() + 3);
-  for (char c : in) {
-    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) {
-      standard.push_back(c);
-    } else if (c == '-') {
-      standard.push_back('+');
-    } else if (c == '_') {
-      standard.push_back('/');
-    } else {
-      return std::nullopt;
-    }
-  }
-  std::size_t padding = (4 - standard.size() % 4) % 4;
-  standard.append(padding, '=');
-  std::string out(standard.size() / 4 * 3, '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(standard.data()),
-                          static_cast<int>(standard.size()));
-  if (n < 0 || static_cast<std::size_t>(n) < padding) return std::nullopt;
-  out.resize(static_cast<std::size_t>(n) - padding);
-  return out;
-}
-
 // Key Vault object names: 1-127 characters, letters, digits and dashes.
 bool valid_key_name(std::string_view name) {
   if (name.empty() || name.size() > 127) return false;
@@ -129,10 +76,9 @@ bool valid_key_name(std::string_view name) {
 // The address to bind, or std::invalid_argument: the emulator never listens beyond loopback.
 std::string loopback_host(const std::string& host) {
   if (host == "localhost") return "127.0.0.1";
-  in_addr v4{};
-  if (inet_pton(AF_INET, host.c_str(), &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127) return host;
-  in6_addr v6{};
-  if (inet_pton(AF_INET6, host.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6)) return host;
+  // An address as bind() takes it: no brackets, no other spelling of localhost.
+  const bool address = host.find_first_of("[]") == std::string::npos && !iequals(host, "localhost");
+  if (address && is_loopback_host(host)) return host;
   throw std::invalid_argument("key vault emulator: refusing to listen on '" + host +
                               "': only loopback addresses (127.0.0.0/8, ::1, localhost)");
 }
@@ -188,13 +134,6 @@ std::optional<int> fault_status(std::string_view fault_case) {
   if (ec != std::errc{} || end != fault_case.data() + fault_case.size()) return std::nullopt;
   if (status < 400 || status > 599) return std::nullopt;
   return status;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
 }
 
 // RSA-OAEP with SHA-256 as both the OAEP digest and the MGF1 digest: Key Vault's RSA-OAEP-256.

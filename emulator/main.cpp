@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <charconv>
 #include <csignal>
 #include <ctime>
 #include <fstream>
@@ -13,6 +14,9 @@
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <string_view>
+#include <utility>
 
 #include "azkms/version.h"
 #include "emulator.hpp"
@@ -21,9 +25,32 @@
 
 namespace {
 
+// Exit codes: 0 (stopped by a signal, or --help, --version, --list-faults), 1 a runtime
+// failure (a port in use), 2 a usage error.
+constexpr int kExitUsage = 2;
+// Bounds of the numeric options, checked while parsing, before any arithmetic.
+constexpr long long kLongestTokenLifetimeSeconds = 366LL * 24 * 3600;
+constexpr long long kLongestDelayMs = 600'000;
+
 using azkms::emulator::Emulator;
 using azkms::emulator::Endpoint;
 using azkms::emulator::KeyVaultServer;
+
+// "imds=8080" -> (imds, 8080); nullopt for an unknown name, a port outside 0 to 65535 or
+// anything after the digits.
+std::optional<std::pair<Endpoint, int>> parse_port_option(const std::string& entry) {
+  const auto equals = entry.find('=');
+  if (equals == std::string::npos) return std::nullopt;
+  const auto endpoint = azkms::emulator::parse_endpoint(entry.substr(0, equals));
+  const std::string_view digits = std::string_view(entry).substr(equals + 1);
+  int port = -1;
+  const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
+  if (!endpoint || digits.empty() || error != std::errc() || end != digits.data() + digits.size() ||
+      port < 0 || port > 65535) {
+    return std::nullopt;
+  }
+  return std::pair{*endpoint, port};
+}
 
 std::string timestamp() {
   const std::time_t now = std::time(nullptr);
@@ -166,15 +193,20 @@ int main(int argc, char** argv) {
 
   app.add_option("--host", host, "Loopback address to bind: 127.0.0.1 or ::1")
       ->check(CLI::IsMember({"127.0.0.1", "::1"}));
-  app.add_option("--token-lifetime", lifetime_seconds, "Lifetime of issued tokens, in seconds")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--delay-ms", delay_ms, "Delay before every answer, in milliseconds")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--print-env", print_env_for,
-                 "Print `export VAR=value` lines (secrets included) that make a client target "
-                 "one endpoint (imds, app-service, app-service-2017, azure-ml, cloud-shell, "
-                 "azure-arc, service-fabric, workload-identity) or all of them");
-  app.add_flag("--json", json_output, "Print ports, URLs and identities as one JSON line");
+  app.add_option("--token-lifetime", lifetime_seconds,
+                 "Lifetime of issued tokens, 1 to 31622400 seconds (366 days)")
+      ->capture_default_str()
+      ->check(CLI::Range(1LL, kLongestTokenLifetimeSeconds));
+  app.add_option("--delay-ms", delay_ms, "Delay before every answer, 0 to 600000 milliseconds")
+      ->capture_default_str()
+      ->check(CLI::Range(0LL, kLongestDelayMs));
+  auto* print_env_option =
+      app.add_option("--print-env", print_env_for,
+                     "Print `export VAR=value` lines (secrets included) that make a client target "
+                     "one endpoint (imds, app-service, app-service-2017, azure-ml, cloud-shell, "
+                     "azure-arc, service-fabric, workload-identity) or all of them");
+  app.add_flag("--json", json_output, "Print ports, URLs and identities as one JSON line")
+      ->excludes(print_env_option);
   bool serve_key_vault = true;
   std::string key_name = "mongodb-key";
   app.add_flag("!--no-key-vault", serve_key_vault,
@@ -199,7 +231,12 @@ int main(int argc, char** argv) {
                  "Append the log to this file (in the background, the only log)");
   app.add_flag("--list-faults", list_faults,
                "List the fault cases (X-MongoDB-HTTP-TestParams: case=<name>) and exit");
-  CLI11_PARSE(app, argc, argv);
+  app.footer("Exit status: 0 when stopped by SIGINT or SIGTERM, 1 on failure, 2 on a usage error.");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : kExitUsage;
+  }
 
   if (list_faults) {
     for (const auto& fault : azkms::emulator::fault_cases()) {
@@ -217,29 +254,21 @@ int main(int argc, char** argv) {
   options.arc_key_directory = arc_key_directory;
   options.azure_ml_default_client_id = ml_default_client_id;
   for (const auto& entry : port_options) {
-    const auto equals = entry.find('=');
-    const auto endpoint = azkms::emulator::parse_endpoint(entry.substr(0, equals));
-    int port = -1;
-    if (equals != std::string::npos) {
-      try {
-        port = std::stoi(entry.substr(equals + 1));
-      } catch (const std::exception&) {
-        port = -1;
-      }
+    const auto parsed = parse_port_option(entry);
+    if (!parsed) {
+      std::cerr << "azkms-emulator: --port expects NAME=PORT (e.g. imds=8080, a port from 0 to "
+                   "65535), got '"
+                << entry << "'\n";
+      return kExitUsage;
     }
-    if (!endpoint || port < 0 || port > 65535) {
-      std::cerr << "azkms-emulator: --port expects NAME=PORT (e.g. imds=8080), got '" << entry
-                << "'\n";
-      return 2;
-    }
-    options.ports[*endpoint] = port;
+    options.ports[parsed->first] = parsed->second;
   }
   const bool background = !print_env_for.empty() && !foreground;
   if (!log_file.empty()) {
     auto file = std::make_shared<std::ofstream>(log_file, std::ios::app);
     if (!*file) {
       std::cerr << "azkms-emulator: cannot open " << log_file << "\n";
-      return 2;
+      return kExitUsage;
     }
     auto mutex = std::make_shared<std::mutex>();
     options.log = [file, mutex](std::string_view line) {
@@ -256,7 +285,7 @@ int main(int argc, char** argv) {
     if (!env_endpoint) {
       std::cerr << "azkms-emulator: --print-env expects an endpoint name or 'all', got '"
                 << print_env_for << "'\n";
-      return 2;
+      return kExitUsage;
     }
   }
 

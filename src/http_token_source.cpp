@@ -203,6 +203,9 @@ AccessToken HttpTokenSource::fetch(const TokenRequest& request, Deadline deadlin
   const HttpOptions base_options = http_options();
   const RetryPolicy policy = context_.retry_policy.value_or(retry_policy());
 
+  log(LogLevel::kDebug, name() + ": asking " + safe_excerpt(endpoint(), 300) + " for " +
+                            safe_excerpt(request.resource, 120) + " (" +
+                            std::string(to_string(request.identity.kind())) + ")");
   SystemTime sent_at = clock().now();
   int attempts = 0;
   HttpResponse response;

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "azkms/secret.hpp"
+#include "encoding.hpp"
 #include "text.hpp"
 
 namespace azkms {
@@ -27,44 +28,6 @@ std::uint64_t window_at(const char* data) {
 }
 
 // ---- the forms an endpoint may echo a secret in ----------------------------------------
-
-bool is_hex(char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; }
-
-// What url_encode() (libcurl) produces, with upper- or lower-case hexadecimal digits. Written
-// here rather than calling libcurl so that making an error message never touches libcurl's
-// global state (errors are made on every path, including libcurl's own failures).
-std::string percent_encoded(std::string_view text, bool lower_hex) {
-  const char* digits = lower_hex ? "0123456789abcdef" : "0123456789ABCDEF";
-  std::string out;
-  out.reserve(text.size() * 3);
-  for (char c : text) {
-    const auto byte = static_cast<unsigned char>(c);
-    const bool unreserved = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-                            (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' || c == '~';
-    if (unreserved) {
-      out += c;
-    } else {
-      out += '%';
-      out += digits[byte >> 4];
-      out += digits[byte & 0x0f];
-    }
-  }
-  return out;
-}
-
-std::string percent_decoded(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '%' && i + 2 < text.size() && is_hex(text[i + 1]) && is_hex(text[i + 2])) {
-      out += static_cast<char>(std::stoi(std::string(text.substr(i + 1, 2)), nullptr, 16));
-      i += 2;
-    } else {
-      out += text[i];
-    }
-  }
-  return out;
-}
 
 // The inside of a JSON string holding `text` (without the quotes).
 std::string json_escaped(std::string_view text, bool ascii_only) {
@@ -257,12 +220,6 @@ std::string bounded(std::string text, std::size_t limit) {
   return text + "...";
 }
 
-std::string_view trimmed(std::string_view text) {
-  while (!text.empty() && text.front() == ' ') text.remove_prefix(1);
-  while (!text.empty() && text.back() == ' ') text.remove_suffix(1);
-  return text;
-}
-
 // Secrets and their pieces are wiped from memory when no longer needed, as Secret does.
 void wipe(std::vector<std::uint64_t>& windows) {
   if (windows.capacity() > 0) {
@@ -288,9 +245,9 @@ SecretPieces::~SecretPieces() {
 void SecretPieces::add(std::string_view secret) {
   if (secret.size() < kShortest) return;
   std::vector<std::string> forms{std::string(secret),
-                                 percent_encoded(secret, false),
-                                 percent_encoded(secret, true),
-                                 percent_decoded(secret),
+                                 percent_encode(secret, HexCase::kUpper),
+                                 percent_encode(secret, HexCase::kLower),
+                                 percent_decode(secret),
                                  json_escaped(secret, false),
                                  json_escaped(secret, true),
                                  printable_text(std::string(secret))};
@@ -372,7 +329,7 @@ std::string redacted(std::string_view text, std::initializer_list<std::string_vi
 
 std::string safe_excerpt(std::string_view text, std::size_t limit) {
   std::string safe = printable_text(redacted(text));
-  return bounded(std::string(trimmed(safe)), limit);
+  return bounded(std::string(trim(safe, " ")), limit);
 }
 
 std::string safe_message(std::string_view message) {

@@ -21,6 +21,7 @@
 
 #include "azkms/error.hpp"
 #include "log.hpp"
+#include "text.hpp"
 
 namespace azkms {
 namespace {
@@ -39,8 +40,7 @@ constexpr long long kLongestWaitSeconds = kLongestWaitMs / 1000;
 // `cap`: a number too long for 64 bits asks for a very long wait, not for none. nullopt for
 // anything else (signs, fractions, words).
 std::optional<long long> parse_count(std::string_view text, long long cap) {
-  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
-  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
+  text = trim(text);
   if (text.empty()) return std::nullopt;
   long long value = 0;
   for (char c : text) {
@@ -100,6 +100,17 @@ milliseconds next_wait(const RetryPolicy& policy, const HttpResponse* response, 
 std::string describe_outcome(int status, const std::string& error) {
   if (status != 0) return "HTTP " + std::to_string(status);
   return error.empty() ? std::string("transport error") : error;
+}
+
+// One line per attempt: its number, how long it took, what came back and what happens next.
+// `error` is an azkms::Error's message, redacted already; no response body is ever quoted.
+void log_attempt(LogLevel level, int attempt, SteadyTime started, const Clock& clock, int status,
+                 const std::string& error, const std::string& next) {
+  const auto took = std::chrono::duration_cast<milliseconds>(clock.steady_now() - started);
+  std::string line = "identity endpoint: attempt " + std::to_string(attempt) + " (" +
+                     std::to_string(took.count()) + " ms): " + describe_outcome(status, error);
+  if (!next.empty()) line += "; " + next;
+  log(level, line);
 }
 
 // Sleeps through the Clock until `until`, riding out wake_all() calls meant for other sleepers,
@@ -236,6 +247,7 @@ HttpResponse run_with_retries(const RetryPolicy& policy, Clock& clock, Deadline 
       status = last_response->status;
     } catch (Error& error) {
       if (!policy.retry_transport_errors || !is_transport_retryable(error.code())) {
+        log_attempt(LogLevel::kInfo, attempts, now, clock, 0, error.what(), "not retried");
         // Observers see every attempt, including one that ends the loop with an error.
         if (observer) observer(AttemptReport{attempts, 0, error.what(), milliseconds{0}});
         report_count();
@@ -248,6 +260,9 @@ HttpResponse run_with_retries(const RetryPolicy& policy, Clock& clock, Deadline 
 
     const bool retryable = last_response ? policy.is_retryable_status(status) : true;
     if (!retryable) {
+      const bool success = status >= 200 && status < 300;
+      log_attempt(success ? LogLevel::kDebug : LogLevel::kInfo, attempts, now, clock, status,
+                  error_text, success ? "" : "not retried");
       if (observer) observer(AttemptReport{attempts, status, error_text, milliseconds{0}});
       report_count();
       return std::move(*last_response);
@@ -260,24 +275,22 @@ HttpResponse run_with_retries(const RetryPolicy& policy, Clock& clock, Deadline 
           attempts < policy.max_attempts_410 && after - first_start < policy.keep_retrying_410_for;
     }
     milliseconds wait{0};
+    std::string outcome = "no attempt left (" + std::to_string(attempts) + " made)";
     if (more) {
       wait = next_wait(policy, last_response ? &*last_response : nullptr, clock, attempts + 1);
+      outcome = "retrying in " + std::to_string(wait.count()) + " ms";
       // The next attempt needs at least a millisecond of budget after the wait.
       if (after + wait + milliseconds{1} > deadline) {
-        log(LogLevel::kInfo, "identity endpoint: " + describe_outcome(status, error_text) +
-                                 " on attempt " + std::to_string(attempts) +
-                                 "; no retry, the next wait (" + std::to_string(wait.count()) +
-                                 " ms) would pass the deadline");
+        outcome = "no retry, the next wait (" + std::to_string(wait.count()) +
+                  " ms) would pass the deadline";
         more = false;
         wait = milliseconds{0};
       }
     }
+    log_attempt(LogLevel::kInfo, attempts, now, clock, status, error_text, outcome);
     if (observer) observer(AttemptReport{attempts, status, error_text, wait});
     if (!more) return finish();
 
-    log(LogLevel::kInfo, "identity endpoint: " + describe_outcome(status, error_text) +
-                             " on attempt " + std::to_string(attempts) + "; retrying in " +
-                             std::to_string(wait.count()) + " ms");
     sleep_through(clock, after + wait);
   }
 }

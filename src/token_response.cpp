@@ -32,13 +32,6 @@ Error malformed(std::string message) {
   return Error(ErrorCode::kMalformedResponse, std::move(message));
 }
 
-std::string_view trim(std::string_view text) {
-  auto is_space = [](char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; };
-  while (!text.empty() && is_space(text.front())) text.remove_prefix(1);
-  while (!text.empty() && is_space(text.back())) text.remove_suffix(1);
-  return text;
-}
-
 std::optional<SystemTime> from_epoch_seconds(long long value) {
   if (value < 0 || value > kMaxEpochSeconds) return std::nullopt;
   return SystemTime{seconds{value}};
@@ -191,7 +184,7 @@ std::string shape_of(const nlohmann::json& value) {
 bool absent(const nlohmann::json& object, const char* name) {
   const auto it = object.find(name);
   if (it == object.end() || it->is_null()) return true;
-  return it->is_string() && trim(it->get_ref<const std::string&>()).empty();
+  return it->is_string() && trim(it->get_ref<const std::string&>(), kAsciiWhitespace).empty();
 }
 
 std::optional<SystemTime> relative_field(const nlohmann::json& object, const char* name,
@@ -262,7 +255,7 @@ std::size_t first_bad_token_char(std::string_view value) {
 }
 
 std::string normalized_resource(std::string_view resource) {
-  std::string text(trim(resource));
+  std::string text(trim(resource, kAsciiWhitespace));
   if (!text.empty() && text.back() == '/') text.pop_back();
   const auto scheme_end = text.find("://");
   if (scheme_end == std::string::npos) return text;
@@ -322,7 +315,7 @@ bool same_resource(std::string_view a, std::string_view b) {
 }
 
 std::optional<long long> parse_seconds(std::string_view text) {
-  text = trim(text);
+  text = trim(text, kAsciiWhitespace);
   if (text.empty()) return std::nullopt;
   long long value = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
@@ -331,7 +324,7 @@ std::optional<long long> parse_seconds(std::string_view text) {
 }
 
 std::optional<SystemTime> parse_expires_on(std::string_view raw) {
-  const std::string_view trimmed = trim(raw);
+  const std::string_view trimmed = trim(raw, kAsciiWhitespace);
   if (trimmed.empty() || trimmed.size() > 64) return std::nullopt;
   if (std::all_of(trimmed.begin(), trimmed.end(),
                   [](char c) { return std::isdigit(static_cast<unsigned char>(c)) != 0; })) {
@@ -346,7 +339,7 @@ std::optional<SystemTime> parse_expires_on(std::string_view raw) {
 }
 
 AccessToken parse_token_response(std::string_view body, SystemTime now) {
-  std::string_view content = trim(body);
+  std::string_view content = trim(body, kAsciiWhitespace);
   // A UTF-8 byte order mark is not JSON but some servers send one.
   if (content.substr(0, 3) == "\xEF\xBB\xBF") content.remove_prefix(3);
   if (content.empty()) {

@@ -4,11 +4,8 @@
 // mistake in a test's environment fails the test instead of reaching the network.
 #pragma once
 
-#include <curl/curl.h>
 #include <gtest/gtest.h>
 
-#include <algorithm>
-#include <cctype>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -17,30 +14,12 @@
 #include "azkms/http.hpp"
 #include "azkms/source.hpp"
 #include "http_token_source.hpp"
+#include "url.hpp"
 
 namespace azkms::testing {
 
-// True when `url` is an absolute URL whose host is 127.0.0.0/8, ::1 or localhost.
-inline bool is_loopback_url(const std::string& url) {
-  CURLU* handle = curl_url();
-  if (handle == nullptr) return false;
-  bool loopback = false;
-  char* host = nullptr;
-  if (curl_url_set(handle, CURLUPART_URL, url.c_str(), 0) == CURLUE_OK &&
-      curl_url_get(handle, CURLUPART_HOST, &host, 0) == CURLUE_OK && host != nullptr) {
-    std::string name(host);
-    std::transform(name.begin(), name.end(), name.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    const bool dotted_127 =
-        name.rfind("127.", 0) == 0 && std::all_of(name.begin(), name.end(), [](char c) {
-          return std::isdigit(static_cast<unsigned char>(c)) || c == '.';
-        });
-    loopback = dotted_127 || name == "[::1]" || name == "localhost";
-    curl_free(host);
-  }
-  curl_url_cleanup(handle);
-  return loopback;
-}
+// True when `url` is an absolute URL whose host is loopback (the library's check, url.hpp).
+inline bool is_loopback_url(const std::string& url) { return azkms::is_loopback_url(url); }
 
 // Refuses (throws, and fails the test) unless the source's endpoint is loopback.
 inline std::shared_ptr<HttpTokenSource> require_loopback(

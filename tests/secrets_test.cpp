@@ -452,12 +452,15 @@ TEST_P(CliEchoes, NoEchoedSecretReachesTheTerminal) {
                          fault.rfind("echo-client-id", 0) == 0;
     const bool raw = fault.ends_with(":raw");
     if (!raw && !printed) continue;
-    for (const char* format : {"", " --json"}) {
+    // --verbose too: every attempt's log line, on stderr, is checked as well.
+    for (const char* format : {"", " --json --verbose"}) {
       if (*format != '\0' && !(printed && raw)) continue;
       harness.emu().clear_faults();
       harness.emu().inject(endpoint, fault, 1);
       CliRun run = run_cli(vars, arguments + format, scratch_);
-      EXPECT_LE(std::count(run.err.begin(), run.err.end(), '\n'), 1) << fault;
+      if (*format == '\0') {
+        EXPECT_LE(std::count(run.err.begin(), run.err.end(), '\n'), 1) << fault;
+      }
       if (run.exit_code == 0) {
         if (*format == '\0') {
           // Drop the token line, printed on purpose; everything else is checked.
@@ -470,8 +473,12 @@ TEST_P(CliEchoes, NoEchoedSecretReachesTheTerminal) {
           shown.erase("accessToken");
           run.out = shown.dump();
         }
-      } else {
+      } else if (*format == '\0') {
         EXPECT_TRUE(run.out.empty()) << fault << ": stdout on failure";
+      } else {
+        // With --json, the failure is one JSON object on stdout: checked whole.
+        const auto shown = nlohmann::json::parse(run.out, nullptr, false);
+        EXPECT_TRUE(shown.is_object() && shown.contains("error")) << fault << ": " << run.out;
       }
       runs.emplace_back("token" + std::string(format) + " with " + fault, std::move(run));
     }

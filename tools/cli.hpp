@@ -1,5 +1,8 @@
 // Shared pieces of the azkms command-line program: each subcommand lives in its own file and
 // registers itself on the CLI11 app.
+//
+// Exit codes: 0 success, 1 a runtime failure, 2 a usage error (anything wrong on the command
+// line, found before any request is made).
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -13,6 +16,20 @@
 
 namespace azkms::cli {
 
+inline constexpr int kExitFailure = 1;
+inline constexpr int kExitUsage = 2;
+
+// The names --source accepts.
+inline constexpr const char* kSourceNames =
+    "auto, imds, app-service, app-service-2017, azure-ml, cloud-shell, azure-arc, "
+    "service-fabric or workload-identity";
+
+// Adds --source to `command`, checked while parsing (an unknown name is a usage error).
+CLI::Option* add_source_option(CLI::App& command, std::string& source, const std::string& help);
+
+// Refuses an empty value while parsing: `--client-id ""` must not quietly mean "no selector".
+const CLI::Validator& non_empty();
+
 // Flags shared by commands that fetch tokens: --source, --client-id/--object-id/--resource-id.
 struct IdentityFlags {
   std::string source = "auto";
@@ -21,7 +38,7 @@ struct IdentityFlags {
   std::string resource_id;
 
   void add_to(CLI::App& command);
-  // nullopt for "auto". Throws azkms::Error(kConfiguration) for an unknown name.
+  // nullopt for "auto". The name was checked while parsing.
   [[nodiscard]] std::optional<SourceKind> forced_source() const;
   [[nodiscard]] IdentitySelector selector() const;
 };

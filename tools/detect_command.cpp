@@ -61,9 +61,9 @@ Action add_detect_command(CLI::App& app) {
   auto flags = std::make_shared<DetectFlags>();
   auto* command = app.add_subcommand(
       "detect", "Explain which hosting environment is detected and why (secrets redacted)");
-  command->add_flag("--json", flags->json, "print one JSON object");
-  command->add_option("--source", flags->source, "name a source instead of detecting")
-      ->capture_default_str();
+  command->add_flag("--json", flags->json, "print one JSON object (errors too)");
+  add_source_option(*command, flags->source,
+                    "name a source instead of detecting: " + std::string(kSourceNames));
   return [flags] {
     IdentityFlags parsed;
     parsed.source = flags->source;

@@ -1,10 +1,13 @@
 // `azkms token`: fetch one token from the detected (or named) source. The only command that
 // prints a token, because asking for it is the whole point of the command.
 #include <chrono>
+#include <ctime>
 #include <iostream>
+#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "azkms/detect.hpp"
+#include "azkms/log.hpp"
 #include "cli.hpp"
 #include "redaction.hpp"
 
@@ -18,13 +21,55 @@ struct TokenFlags {
   std::string resource{kKeyVaultResource};
   long long timeout_ms = 30'000;
   bool json = false;
+  bool verbose = false;
 };
+
+std::string_view level_name(LogLevel level) {
+  switch (level) {
+    case LogLevel::kDebug:
+      return "debug";
+    case LogLevel::kInfo:
+      return "info";
+    case LogLevel::kWarning:
+      return "warning";
+    case LogLevel::kError:
+      return "error";
+  }
+  return "log";
+}
+
+// "HH:MM:SS.mmm" in UTC.
+std::string time_of_day() {
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t seconds = std::chrono::system_clock::to_time_t(now);
+  const auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch() %
+                                                                            std::chrono::seconds{1})
+                          .count();
+  std::tm utc{};
+  gmtime_r(&seconds, &utc);
+  char text[32];
+  const std::size_t length = std::strftime(text, sizeof(text), "%H:%M:%S", &utc);
+  std::snprintf(text + length, sizeof(text) - length, ".%03d", static_cast<int>(millis));
+  return text;
+}
+
+// --verbose: what the library says it does (detection, each attempt with its outcome and the
+// wait before the next), one line each on stderr. The library redacts every line before the
+// hook sees it.
+void log_to_stderr() {
+  set_log_hook([](LogLevel level, std::string_view message) {
+    static std::mutex mutex;
+    std::lock_guard lock(mutex);
+    std::cerr << time_of_day() << " azkms " << level_name(level) << ": " << message << "\n";
+  });
+}
 
 long long epoch_seconds(SystemTime t) {
   return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
 }
 
 int run(const TokenFlags& flags) {
+  if (flags.verbose) log_to_stderr();
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::milliseconds(flags.timeout_ms);
   auto source = make_source(ProcessEnvironment{}, flags.identity.forced_source());
@@ -65,7 +110,8 @@ Action add_token_command(CLI::App& app) {
   auto flags = std::make_shared<TokenFlags>();
   auto* command = app.add_subcommand("token", "Fetch an access token and print it");
   command->add_option("--resource", flags->resource, "resource URI the token is for")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(non_empty());
   flags->identity.add_to(*command);
   // Checked while parsing, before any arithmetic: 10000000000000 ms once overflowed the
   // deadline into the past. The bound is tokenTimeoutMs's in a KMS provider configuration.
@@ -75,7 +121,11 @@ Action add_token_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(1LL, kLongestTimeoutMs));
   command->add_flag("--json", flags->json,
-                    "print {accessToken, expiresOn, tokenType, resource, source}");
+                    "print {accessToken, expiresOn, tokenType, resource, source}; on failure "
+                    "{\"error\": {code, message, source, endpoint, status, attempts}}");
+  command->add_flag("-v,--verbose", flags->verbose,
+                    "log each step to stderr: detection, every attempt with its time, outcome "
+                    "and the wait before the next (never a secret)");
   return [flags] { return run(*flags); };
 }
 

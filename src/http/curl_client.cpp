@@ -48,6 +48,7 @@
 
 #include "azkms/error.hpp"
 #include "azkms/http.hpp"
+#include "encoding.hpp"
 #include "fork_safety.hpp"
 #include "http/connection_failure.hpp"
 #include "http/curl_client.hpp"
@@ -55,6 +56,7 @@
 #include "log.hpp"
 #include "redaction.hpp"
 #include "text.hpp"
+#include "url.hpp"
 
 namespace azkms {
 namespace {
@@ -82,58 +84,6 @@ void global_init() {
   });
 }
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() &&
-         (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n')) {
-    s.remove_suffix(1);
-  }
-  return s;
-}
-
-struct UrlDeleter {
-  void operator()(CURLU* u) const { curl_url_cleanup(u); }
-};
-struct CurlStringDeleter {
-  void operator()(char* p) const { curl_free(p); }
-};
-using UrlPtr = std::unique_ptr<CURLU, UrlDeleter>;
-using CurlString = std::unique_ptr<char, CurlStringDeleter>;
-
-std::string url_part(CURLU* u, CURLUPart part) {
-  char* raw = nullptr;
-  if (curl_url_get(u, part, &raw, 0) != CURLUE_OK || raw == nullptr) return {};
-  CurlString owned(raw);
-  return std::string(raw);
-}
-
-struct ParsedUrl {
-  std::string scheme;
-  std::string host;          // IPv6 literals keep their brackets, as libcurl returns them
-  std::string for_messages;  // scheme://host[:port]/path: no user info, no query
-};
-
-std::optional<ParsedUrl> parse_url(const std::string& url) {
-  UrlPtr u(curl_url());
-  if (!u || curl_url_set(u.get(), CURLUPART_URL, url.c_str(), 0) != CURLUE_OK) return {};
-  ParsedUrl parsed;
-  parsed.scheme = url_part(u.get(), CURLUPART_SCHEME);
-  parsed.host = url_part(u.get(), CURLUPART_HOST);
-  if (parsed.scheme.empty() || parsed.host.empty()) return {};
-  const std::string port = url_part(u.get(), CURLUPART_PORT);
-  parsed.for_messages = parsed.scheme + "://" + parsed.host;
-  if (!port.empty()) parsed.for_messages += ":" + port;
-  parsed.for_messages += url_part(u.get(), CURLUPART_PATH);
-  parsed.for_messages = safe_excerpt(parsed.for_messages);
-  return parsed;
-}
-
-// The URL as messages show it when libcurl cannot parse it: no query, printable, bounded.
-std::string url_for_messages(const std::string& url) {
-  if (auto parsed = parse_url(url)) return parsed->for_messages;
-  return safe_excerpt(std::string_view(url).substr(0, url.find('?')));
-}
-
 bool valid_header_name(std::string_view name) {
   if (name.empty()) return false;
   return std::all_of(name.begin(), name.end(), [](char c) {
@@ -144,17 +94,6 @@ bool valid_header_name(std::string_view name) {
 bool valid_header_value(std::string_view value) {
   return std::none_of(value.begin(), value.end(),
                       [](char c) { return c == '\r' || c == '\n' || c == '\0'; });
-}
-
-std::string hex_upper(const unsigned char* data, std::size_t n) {
-  static constexpr char kDigits[] = "0123456789ABCDEF";
-  std::string out;
-  out.reserve(n * 2);
-  for (std::size_t i = 0; i < n; ++i) {
-    out += kDigits[data[i] >> 4];
-    out += kDigits[data[i] & 0x0f];
-  }
-  return out;
 }
 
 // Everything one exchange needs in its callbacks.
@@ -194,7 +133,7 @@ size_t on_header(char* data, size_t size, size_t count, void* user) {
     return 0;
   }
   const std::string_view line(data, n);
-  const std::string_view content = trim(line);
+  const std::string_view content = trim(line, " \t\r\n");
   if (line.starts_with("HTTP/")) {
     // A new response begins (after a 1xx, or the first one): start over.
     t.response.headers.clear();
@@ -202,7 +141,7 @@ size_t on_header(char* data, size_t size, size_t count, void* user) {
     t.location.clear();
     const auto space = line.find(' ');
     if (space != std::string_view::npos) {
-      const auto code = trim(line.substr(space + 1)).substr(0, 3);
+      const auto code = trim(line.substr(space + 1), " \t\r\n").substr(0, 3);
       int status = 0;
       std::from_chars(code.data(), code.data() + code.size(), status);
       t.response.status = status;
@@ -227,8 +166,8 @@ size_t on_header(char* data, size_t size, size_t count, void* user) {
   }
   const auto colon = content.find(':');
   if (colon == std::string_view::npos) return n;
-  HttpHeader header{std::string(trim(content.substr(0, colon))),
-                    std::string(trim(content.substr(colon + 1))), false};
+  HttpHeader header{std::string(trim(content.substr(0, colon), " \t\r\n")),
+                    std::string(trim(content.substr(colon + 1), " \t\r\n")), false};
   if (iequals(header.name, "content-length") && !redirect_status && !t.head) {
     unsigned long long length = 0;
     const auto& v = header.value;
@@ -275,7 +214,8 @@ int verify_pinned(int preverify_ok, X509_STORE_CTX* store) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int length = 0;
   if (X509_digest(leaf, EVP_sha1(), digest, &length) != 1) return 0;
-  const std::string presented = hex_upper(digest, length);
+  const std::string presented =
+      hex_encode(std::string_view(reinterpret_cast<const char*>(digest), length));
   if (presented != t->pin) {
     t->presented_thumbprint = presented;
     t->pin_mismatch = true;
@@ -383,15 +323,15 @@ class CurlHttpClient final : public HttpClient, private detail::ForkAware {
   CurlHttpClient& operator=(const CurlHttpClient&) = delete;
 
   HttpResponse send(const HttpRequest& request, const HttpOptions& options) override {
-    const auto parsed = parse_url(request.url);
+    const auto parsed = split_url(request.url);
     if (!parsed) {
       throw Error(ErrorCode::kConfiguration, "cannot send to \"" + url_for_messages(request.url) +
                                                  "\": not an absolute http or https URL");
     }
-    const std::string& endpoint = parsed->for_messages;
+    const std::string endpoint = url_for_messages(request.url);
     const std::string what = request.method + " " + endpoint;
-    const bool https = iequals(parsed->scheme, "https");
-    if (!https && !iequals(parsed->scheme, "http")) {
+    const bool https = parsed->scheme == "https";
+    if (!https && parsed->scheme != "http") {
       throw Error(ErrorCode::kConfiguration,
                   "cannot send to " + endpoint + ": only http and https are supported");
     }
@@ -598,11 +538,8 @@ class CurlHttpClient final : public HttpClient, private detail::ForkAware {
   // authority: a query could carry anything.
   static std::string describe_location(const std::string& location) {
     if (location.empty()) return {};
-    UrlPtr u(curl_url());
-    if (u && curl_url_set(u.get(), CURLUPART_URL, location.c_str(), 0) == CURLUE_OK) {
-      const std::string host = url_part(u.get(), CURLUPART_HOST);
-      const std::string port = url_part(u.get(), CURLUPART_PORT);
-      if (!host.empty()) return safe_excerpt(host + (port.empty() ? "" : ":" + port), 120);
+    if (const auto parts = split_url(location)) {
+      return safe_excerpt(parts->host + (parts->port ? ":" + *parts->port : ""), 120);
     }
     return "another path on the same host";
   }
@@ -723,26 +660,18 @@ bool bypasses_proxy(std::string_view host_text) {
     host = host.substr(1, host.size() - 2);
   }
   if (const auto zone = host.find('%'); zone != std::string::npos) host.resize(zone);
+  if (is_loopback_host(host)) return true;
   std::string lower;
   for (char c : host) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (lower == "localhost" || lower == "localhost." ||
-      (lower.size() > 10 && lower.ends_with(".localhost"))) {
-    return true;
-  }
+  if (lower == "localhost." || (lower.size() > 10 && lower.ends_with(".localhost"))) return true;
+  // Link-local: 169.254.0.0/16, fe80::/10, and 169.254.x.y mapped into IPv6.
   unsigned char v4[4];
-  if (inet_pton(AF_INET, lower.c_str(), v4) == 1) {
-    return v4[0] == 127 || (v4[0] == 169 && v4[1] == 254);
-  }
+  if (inet_pton(AF_INET, lower.c_str(), v4) == 1) return v4[0] == 169 && v4[1] == 254;
   unsigned char v6[16];
   if (inet_pton(AF_INET6, lower.c_str(), v6) == 1) {
-    static constexpr unsigned char kLoopback[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
-    if (std::memcmp(v6, kLoopback, 16) == 0) return true;
     if (v6[0] == 0xfe && (v6[1] & 0xc0) == 0x80) return true;
-    // IPv4-mapped (::ffff:a.b.c.d)
     static constexpr unsigned char kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    if (std::memcmp(v6, kMapped, 12) == 0) {
-      return v6[12] == 127 || (v6[12] == 169 && v6[13] == 254);
-    }
+    return std::memcmp(v6, kMapped, 12) == 0 && v6[12] == 169 && v6[13] == 254;
   }
   return false;
 }
@@ -778,19 +707,6 @@ std::optional<std::string> normalize_sha1_thumbprint(std::string_view text) {
   return out;
 }
 
-std::string url_encode(std::string_view value) {
-  global_init();
-  std::string out;
-  // curl_easy_escape takes an int length, and reads up to a NUL when it is 0: encode non-empty
-  // slices only.
-  constexpr std::size_t kSlice = 1u << 20;
-  for (std::size_t pos = 0; pos < value.size(); pos += kSlice) {
-    const auto part = value.substr(pos, kSlice);
-    CurlString escaped(curl_easy_escape(nullptr, part.data(), static_cast<int>(part.size())));
-    if (!escaped) throw std::bad_alloc();
-    out += escaped.get();
-  }
-  return out;
-}
+std::string url_encode(std::string_view value) { return percent_encode(value); }
 
 }  // namespace azkms

@@ -36,6 +36,7 @@ extern "C" {
 #include "log.hpp"
 #include "redaction.hpp"
 #include "retry.hpp"
+#include "url.hpp"
 
 namespace azkms {
 namespace {
@@ -249,8 +250,6 @@ BsonValue finish_value(const BinaryOut* out) {
   if (out == nullptr) throw_no_value();
   return value_of(*out);
 }
-
-std::string url_without_query(const std::string& url) { return url.substr(0, url.find('?')); }
 
 // Thrown inside one pass when Key Vault refused the token; the caller refreshes and retries.
 struct Unauthorized {
@@ -603,7 +602,7 @@ struct CryptSession::Impl {
   void exchange_with_key_vault(mongocrypt_kms_ctx_t* kms, const HttpRequest& request,
                                Deadline deadline) {
     {
-      const std::string url = url_without_query(request.url);
+      const std::string url = url_for_messages(request.url, 300);
       // The request carries the token (Authorization: Bearer <token>): nothing said about this
       // exchange may quote it, whatever Key Vault echoes back.
       RedactionScope secrets_in_use;

@@ -37,12 +37,6 @@ std::optional<std::string> string_field(std::string_view body, std::string_view 
   return it->get<std::string>();
 }
 
-std::string_view trim(std::string_view text) {
-  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
-  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
-  return text;
-}
-
 class AzureArcSource final : public HttpTokenSource {
  public:
   AzureArcSource(std::string endpoint, std::string key_directory, SourceContext context)

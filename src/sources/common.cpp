@@ -1,66 +1,14 @@
 #include "sources/common.hpp"
 
-#include <curl/curl.h>
-
 #include <algorithm>
-#include <cctype>
-#include <memory>
 
 #include "azkms/http.hpp"
 #include "http/curl_client.hpp"
 #include "redaction.hpp"
+#include "url.hpp"
 
 namespace azkms::sources {
 namespace {
-
-struct UrlDeleter {
-  void operator()(CURLU* url) const noexcept { curl_url_cleanup(url); }
-};
-struct CurlStringDeleter {
-  void operator()(char* text) const noexcept { curl_free(text); }
-};
-using UrlHandle = std::unique_ptr<CURLU, UrlDeleter>;
-using CurlString = std::unique_ptr<char, CurlStringDeleter>;
-
-// A URL split by libcurl's parser; nullopt members when absent.
-struct UrlParts {
-  std::string scheme;
-  std::string host;
-  std::optional<std::string> port;
-  std::string path;
-  std::optional<std::string> query;
-  bool has_credentials = false;
-  bool has_fragment = false;
-};
-
-std::optional<std::string> part(CURLU* url, CURLUPart which) {
-  char* raw = nullptr;
-  if (curl_url_get(url, which, &raw, 0) != CURLUE_OK || raw == nullptr) return std::nullopt;
-  CurlString owned(raw);
-  return std::string(raw);
-}
-
-std::optional<UrlParts> split_url(const std::string& value) {
-  UrlHandle url(curl_url());
-  if (!url) return std::nullopt;
-  // Only http and https with an explicit scheme; no guessing.
-  if (curl_url_set(url.get(), CURLUPART_URL, value.c_str(), 0) != CURLUE_OK) return std::nullopt;
-  UrlParts parts;
-  auto scheme = part(url.get(), CURLUPART_SCHEME);
-  auto host = part(url.get(), CURLUPART_HOST);
-  if (!scheme || !host || host->empty()) return std::nullopt;
-  parts.scheme = *scheme;
-  std::transform(parts.scheme.begin(), parts.scheme.end(), parts.scheme.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  parts.host = *host;
-  parts.port = part(url.get(), CURLUPART_PORT);
-  parts.path = part(url.get(), CURLUPART_PATH).value_or("");
-  parts.query = part(url.get(), CURLUPART_QUERY);
-  parts.has_credentials = part(url.get(), CURLUPART_USER).has_value() ||
-                          part(url.get(), CURLUPART_PASSWORD).has_value();
-  parts.has_fragment = part(url.get(), CURLUPART_FRAGMENT).has_value();
-  return parts;
-}
 
 // The value with anything before an '@' in its authority replaced: user:password@ is refused,
 // and the refusal must not print the password, even when the value is not a URL libcurl can
@@ -142,17 +90,6 @@ std::string checked_authority(SourceKind kind, std::string_view name, const std:
   authority += parts->host;
   if (parts->port) authority += ":" + *parts->port;
   return authority;
-}
-
-bool is_loopback_url(const std::string& url) {
-  const auto parts = split_url(url);
-  if (!parts) return false;
-  std::string host = parts->host;
-  std::transform(host.begin(), host.end(), host.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  if (host == "localhost" || host == "[::1]") return true;
-  return host.rfind("127.", 0) == 0 &&
-         std::all_of(host.begin(), host.end(), [](char c) { return std::isdigit(c) || c == '.'; });
 }
 
 std::string with_query(std::string base, const QueryParams& params) {

@@ -52,9 +52,6 @@ std::string checked_url(SourceKind kind, std::string_view name, const std::strin
 // other than "/" is refused, so that joining it with the fixed path never yields "//".
 std::string checked_authority(SourceKind kind, std::string_view name, const std::string& value);
 
-// True when `url` names a loopback host (127.0.0.0/8, ::1, localhost).
-[[nodiscard]] bool is_loopback_url(const std::string& url);
-
 // `base` + "?" (or "&" when it already has a query) + name=value pairs, values encoded.
 [[nodiscard]] std::string with_query(std::string base, const QueryParams& params);
 

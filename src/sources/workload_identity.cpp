@@ -15,6 +15,7 @@
 #include "redaction.hpp"
 #include "sources/common.hpp"
 #include "sources/registry.hpp"
+#include "url.hpp"
 
 namespace azkms::sources {
 namespace {

@@ -1,0 +1,179 @@
+// The command line as a new user meets it: usage errors exit 2 before any request (an unknown
+// --source, an empty --client-id, a mistyped command, with a suggestion), --json covers
+// failures too (one JSON object on stdout), and --verbose shows every attempt on stderr. None
+// of it ever shows a secret.
+//
+// The program runs against the emulator on loopback with an otherwise empty environment.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <sstream>
+#include <string>
+
+#include "cli_runner.hpp"
+#include "emulator.hpp"
+
+namespace azkms {
+namespace {
+
+namespace fs = std::filesystem;
+using emulator::Endpoint;
+using testing::CliRun;
+using ::testing::HasSubstr;
+using ::testing::Not;
+using testing::run_cli;
+
+class CliUsage : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!fs::exists(testing::cli_path())) {
+      GTEST_FAIL() << "the command-line program is not built at " << testing::cli_path()
+                   << " (build the azkms_cli target)";
+    }
+    scratch_ = fs::temp_directory_path() /
+               ("azkms-cli-usage-" + std::to_string(::getpid()) + "-" +
+                ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::create_directories(scratch_);
+    emu_.start();
+  }
+  void TearDown() override {
+    emu_.stop();
+    std::error_code ignored;
+    fs::remove_all(scratch_, ignored);
+  }
+
+  std::map<std::string, std::string> app_service() const {
+    return emu_.client_environment(Endpoint::kAppService);
+  }
+  std::uint64_t requests() const {
+    std::uint64_t total = 0;
+    for (auto endpoint : emulator::kAllEndpoints) total += emu_.requests_served(endpoint);
+    return total;
+  }
+
+  emulator::Emulator emu_;
+  fs::path scratch_;
+};
+
+TEST_F(CliUsage, UsageErrorsExitTwoBeforeAnyRequest) {
+  struct Case {
+    const char* arguments;
+    const char* says;
+  };
+  const Case cases[] = {
+      {"token --source nope", "unknown source 'nope'"},
+      {"detect --source nope", "unknown source 'nope'"},
+      {"demo --source nope", "unknown source 'nope'"},
+      {"token --source ''", "--source"},
+      {"token --timeout-ms 0", "--timeout-ms"},
+      {"token --client-id ''", "--client-id: must not be empty"},
+      {"token --object-id ''", "--object-id: must not be empty"},
+      {"token --resource-id ''", "--resource-id: must not be empty"},
+      {"token --resource ''", "--resource: must not be empty"},
+      {"demo --client-id ''", "--client-id: must not be empty"},
+      {"token --client-id a --object-id b", "excludes"},
+      {"token --no-such-flag", "no-such-flag"},
+  };
+  for (const auto& c : cases) {
+    const auto before = requests();
+    const CliRun run = run_cli(app_service(), c.arguments, scratch_);
+    EXPECT_EQ(run.exit_code, 2) << c.arguments << ": " << run.err;
+    EXPECT_THAT(run.err, HasSubstr(c.says)) << c.arguments;
+    EXPECT_TRUE(run.out.empty()) << c.arguments << ": " << run.out;
+    EXPECT_EQ(requests(), before) << c.arguments;
+  }
+}
+
+TEST_F(CliUsage, AMistypedCommandSuggestsTheRightOne) {
+  const std::pair<const char*, const char*> typos[] = {
+      {"tokn", "did you mean 'token'?"},
+      {"tokens", "did you mean 'token'?"},
+      {"detcet", "did you mean 'detect'?"},
+      {"dmeo", "did you mean 'demo'?"},
+  };
+  for (const auto& [typo, suggestion] : typos) {
+    const CliRun run = run_cli(app_service(), typo, scratch_);
+    EXPECT_EQ(run.exit_code, 2) << typo << ": " << run.err;
+    EXPECT_THAT(run.err, HasSubstr("unknown command '" + std::string(typo) + "'"));
+    EXPECT_THAT(run.err, HasSubstr(suggestion)) << typo;
+  }
+  const CliRun far = run_cli(app_service(), "encrypt", scratch_);
+  EXPECT_EQ(far.exit_code, 2);
+  EXPECT_THAT(far.err, Not(HasSubstr("did you mean")));
+  EXPECT_THAT(far.err, HasSubstr("detect, token, demo"));
+}
+
+TEST_F(CliUsage, JsonAppliesToErrors) {
+  const auto vars = app_service();
+  const std::string identity_header = vars.at("IDENTITY_HEADER");
+  emu_.inject(Endpoint::kAppService, "400", 5);
+  const CliRun run =
+      run_cli(vars, "token --source app-service --json --timeout-ms 10000", scratch_);
+  EXPECT_EQ(run.exit_code, 1) << run.err;
+  EXPECT_TRUE(run.err.empty()) << run.err;
+  ASSERT_EQ(std::count(run.out.begin(), run.out.end(), '\n'), 1) << run.out;
+  const auto shown = nlohmann::json::parse(run.out, nullptr, /*allow_exceptions=*/false);
+  ASSERT_TRUE(shown.is_object()) << run.out;
+  ASSERT_EQ(shown.size(), 1u) << run.out;
+  const auto& error = shown.at("error");
+  EXPECT_EQ(error.at("code"), "http_status");
+  EXPECT_EQ(error.at("status"), 400);
+  EXPECT_EQ(error.at("source"), "App Service");
+  EXPECT_THAT(error.at("endpoint").get<std::string>(), HasSubstr("127.0.0.1"));
+  EXPECT_GE(error.at("attempts").get<int>(), 1);
+  EXPECT_THAT(error.at("message").get<std::string>(), HasSubstr("HTTP 400"));
+  EXPECT_THAT(run.out, Not(HasSubstr(identity_header)));
+}
+
+TEST_F(CliUsage, JsonErrorHasNullWhereAFieldDoesNotApply) {
+  // A workload identity without its variables: refused before any request.
+  auto vars = app_service();
+  const CliRun run = run_cli(vars, "token --source workload-identity --json", scratch_);
+  EXPECT_EQ(run.exit_code, 1) << run.err;
+  const auto shown = nlohmann::json::parse(run.out, nullptr, /*allow_exceptions=*/false);
+  ASSERT_TRUE(shown.is_object()) << run.out;
+  const auto& error = shown.at("error");
+  EXPECT_EQ(error.at("code"), "configuration");
+  EXPECT_TRUE(error.at("status").is_null()) << run.out;
+  EXPECT_TRUE(error.at("endpoint").is_null()) << run.out;
+  EXPECT_EQ(error.at("attempts"), 0);
+}
+
+TEST_F(CliUsage, VerboseShowsEveryAttemptAndNoSecret) {
+  const auto vars = app_service();
+  const std::string identity_header = vars.at("IDENTITY_HEADER");
+  emu_.inject(Endpoint::kAppService, "500", 2);
+  const CliRun run =
+      run_cli(vars, "token --source app-service --json -v --timeout-ms 20000", scratch_);
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const auto shown = nlohmann::json::parse(run.out, nullptr, /*allow_exceptions=*/false);
+  ASSERT_TRUE(shown.is_object()) << run.out;
+  const std::string token = shown.at("accessToken");
+  ASSERT_FALSE(token.empty());
+
+  EXPECT_THAT(run.err, HasSubstr("attempt 1 ("));
+  EXPECT_THAT(run.err, HasSubstr("HTTP 500; retrying in"));
+  EXPECT_THAT(run.err, HasSubstr("attempt 2 ("));
+  EXPECT_THAT(run.err, HasSubstr("attempt 3 ("));
+  EXPECT_THAT(run.err, HasSubstr("HTTP 200"));
+  EXPECT_THAT(run.err, Not(HasSubstr(token)));
+  EXPECT_THAT(run.err, Not(HasSubstr(token.substr(0, 12))));
+  EXPECT_THAT(run.err, Not(HasSubstr(identity_header)));
+  // Each line: the time of day, then what the library said.
+  std::istringstream lines(run.err);
+  for (std::string line; std::getline(lines, line);) {
+    EXPECT_TRUE(std::regex_search(line, std::regex(R"(^\d\d:\d\d:\d\d\.\d\d\d azkms \w+: )")))
+        << line;
+  }
+
+  // Without --verbose, a success prints nothing on stderr.
+  const CliRun quiet = run_cli(vars, "token --source app-service --json", scratch_);
+  EXPECT_EQ(quiet.exit_code, 0) << quiet.err;
+  EXPECT_TRUE(quiet.err.empty()) << quiet.err;
+}
+
+}  // namespace
+}  // namespace azkms
