@@ -1368,6 +1368,10 @@ struct Emulator::Impl {
       std::lock_guard lock(lifecycle_mutex);
       env["AZURE_AUTHORITY_HOST"] = authority_url() + "/";
     }
+    if (endpoint == Endpoint::kAzureMl) {
+      // Azure ML always sets it; MSAL-based clients send it as the identity when none is named.
+      env.try_emplace("DEFAULT_IDENTITY_CLIENT_ID", default_identity(endpoint)->client_id);
+    }
     env["NODE_EXTRA_CA_CERTS"] = trust_bundle_file;
     env["SSL_CERT_FILE"] = trust_bundle_file;
     return env;

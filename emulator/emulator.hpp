@@ -90,7 +90,8 @@ class Emulator {
   [[nodiscard]] std::map<std::string, std::string> client_environment(Endpoint endpoint) const;
   // What an Azure SDK needs (what `azkms-emulator --print-env` prints): client_environment(),
   // with workload identity's AZURE_AUTHORITY_HOST on the HTTPS authority (real clients refuse
-  // plain http), and NODE_EXTRA_CA_CERTS and SSL_CERT_FILE naming trust_bundle_file().
+  // plain http), Azure ML's DEFAULT_IDENTITY_CLIENT_ID always set (as on the platform), and
+  // NODE_EXTRA_CA_CERTS and SSL_CERT_FILE naming trust_bundle_file().
   [[nodiscard]] std::map<std::string, std::string> sdk_environment(Endpoint endpoint) const;
   // Workload identity over HTTPS, with a certificate from certificate_authority(), e.g.
   // "https://127.0.0.1:40125/". It serves the token endpoint and the discovery documents

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs the whole test suite:
 #   unit   - every test (CTest/GoogleTest), warnings as errors
+#   sdk    - real Azure SDK clients from npm (@azure/identity, @azure/keyvault-keys) against
+#            azkms-emulator, loopback only (scripts/sdk-smoke.sh); skipped without node/npm or
+#            when npm cannot reach its registry
 #   asan   - every test again under AddressSanitizer + UndefinedBehaviorSanitizer
 #   tsan   - the cache and concurrency tests under ThreadSanitizer
 #   fuzz   - a short run of each libFuzzer target on its seed corpus
 #   package - install (cmake --install, Debian packages) and build the downstream examples
 #             against what was installed (scripts/package-test.sh)
-# Choose stages with AZKMS_TEST_STAGES="unit asan" (default: all five).
+# Choose stages with AZKMS_TEST_STAGES="unit asan" (default: all six).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 
-stages="${AZKMS_TEST_STAGES:-unit asan tsan fuzz package}"
+stages="${AZKMS_TEST_STAGES:-unit sdk asan tsan fuzz package}"
 failed_stages=()
 summary=()
 
@@ -38,6 +41,22 @@ for stage in $stages; do
       echo "== unit: build"
       scripts/build.sh build -DAZKMS_BUILD_TESTS=ON
       run_ctest unit build
+      ;;
+    sdk)
+      echo "== sdk: build azkms-emulator, then scripts/sdk-smoke.sh"
+      # After `unit` this is a no-op build; alone, only the emulator is built.
+      TARGETS=azkms_emulator_bin scripts/build.sh build -DAZKMS_BUILD_TESTS=ON
+      started=$(date +%s)
+      if scripts/sdk-smoke.sh build | tee build/sdk-smoke.log; then
+        if grep -q "skipped" build/sdk-smoke.log; then
+          summary+=("sdk: skipped ($(grep -m1 skipped build/sdk-smoke.log))")
+        else
+          summary+=("sdk: passed in $(($(date +%s) - started)) s")
+        fi
+      else
+        failed_stages+=("sdk")
+        summary+=("sdk: FAILED after $(($(date +%s) - started)) s")
+      fi
       ;;
     asan)
       echo "== asan: build (AddressSanitizer + UndefinedBehaviorSanitizer)"

@@ -993,6 +993,10 @@ TEST_F(EmulatorTest, SdkEnvironmentAddsTheTrustBundleAndTheHttpsAuthority) {
       sdk.erase("AZURE_AUTHORITY_HOST");
       plain.erase("AZURE_AUTHORITY_HOST");
     }
+    if (endpoint == Endpoint::kAzureMl) {
+      EXPECT_EQ(sdk.at("DEFAULT_IDENTITY_CLIENT_ID"), system_identity(emu()).client_id);
+      sdk.erase("DEFAULT_IDENTITY_CLIENT_ID");
+    }
     EXPECT_EQ(sdk, plain);
   }
   const std::string bundle = read_file(emu().trust_bundle_file());
