@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <httplib.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <sys/stat.h>
@@ -25,6 +26,7 @@
 #include <thread>
 
 #include "certificate.hpp"
+#include "certificate_authority.hpp"
 #include "connection_guard.hpp"
 #include "encoding.hpp"
 #include "faults.hpp"
@@ -159,6 +161,20 @@ std::string path_for(Endpoint endpoint) {
   return "/";
 }
 
+// The route (a regex) of the token endpoint. IMDS also takes the path with a trailing slash:
+// @azure/identity appends one when AZURE_POD_IDENTITY_AUTHORITY_HOST is set, and the service
+// answers it.
+std::string route_for(Endpoint endpoint) {
+  switch (endpoint) {
+    case Endpoint::kImds:
+      return path_for(endpoint) + "/?";
+    case Endpoint::kWorkloadIdentity:
+      return R"(/([^/]+)/oauth2/v2\.0/token)";
+    default:
+      return path_for(endpoint);
+  }
+}
+
 }  // namespace
 
 std::vector<Identity> default_identities() {
@@ -257,6 +273,18 @@ struct Emulator::Impl {
   bool started = false;
   std::array<Running, kEndpointCount> servers;
   Certificate sf_certificate;
+  // The emulator's CA (also Key Vault's, see certificate_authority()) and the files clients are
+  // given: the CA alone, the CA plus Service Fabric's self-signed certificate (what a client of
+  // any endpoint trusts), and Service Fabric's certificate alone.
+  std::shared_ptr<const CertificateAuthority> ca;
+  std::string ca_file;
+  std::string trust_bundle_file;
+  std::string sf_certificate_file;
+  // Workload identity's HTTPS authority (real clients refuse a plain-HTTP one): the same token
+  // endpoint as the plain-HTTP server, plus the discovery documents, with a certificate from `ca`.
+  Running authority;
+  std::string authority_cert_file;
+  std::string authority_key_file;
   std::string temp_dir;  // created by start(), removed by the destructor
   std::string arc_dir;
   std::string federated_token;
@@ -374,9 +402,11 @@ struct Emulator::Impl {
       cert_options.ip_addresses = {"127.0.0.1", "::1"};
       sf_certificate = make_self_signed_certificate(cert_options);
     }
+    prepare_tls_files();
     stop_signal.reset();
     try {
       for (Endpoint endpoint : kAllEndpoints) launch(endpoint);
+      launch_authority();
     } catch (...) {
       shutdown_servers();
       throw;
@@ -384,14 +414,63 @@ struct Emulator::Impl {
     started = true;
   }
 
+  // Once per emulator: the CA, the authority's certificate, and the PEM files clients trust.
+  void prepare_tls_files() {
+    if (ca) return;
+    auto authority_ca = std::make_shared<CertificateAuthority>("azkms emulator CA");
+    PemCertificate leaf = authority_ca->issue_server_certificate(
+        "azkms emulator workload identity authority", {"localhost"}, {"127.0.0.1", "::1"});
+    authority_cert_file = temp_dir + "/authority-certificate.pem";
+    authority_key_file = temp_dir + "/authority-key.pem";
+    write_private_file(authority_cert_file, leaf.certificate_pem);
+    write_private_file(authority_key_file, leaf.private_key_pem);
+    OPENSSL_cleanse(leaf.private_key_pem.data(), leaf.private_key_pem.size());
+    ca_file = temp_dir + "/ca.pem";
+    write_public_file(ca_file, authority_ca->certificate_pem());
+    sf_certificate_file = temp_dir + "/service-fabric-certificate.pem";
+    write_public_file(sf_certificate_file, sf_certificate.certificate_pem);
+    trust_bundle_file = temp_dir + "/trust-bundle.pem";
+    write_public_file(trust_bundle_file,
+                      authority_ca->certificate_pem() + sf_certificate.certificate_pem);
+    ca = std::move(authority_ca);
+  }
+
+  // Certificates: readable by anyone (a client may run as another user).
+  static void write_public_file(const std::string& path, const std::string& contents) {
+    write_private_file(path, contents);
+    fs::permissions(path,
+                    fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                        fs::perms::others_read,
+                    fs::perm_options::replace);
+  }
+
   void launch(Endpoint endpoint) {
-    Running& running = servers[index_of(endpoint)];
+    std::unique_ptr<httplib::Server> server;
     if (endpoint == Endpoint::kServiceFabric) {
-      running.server = std::make_unique<httplib::SSLServer>(sf_certificate.x509.get(),
-                                                            sf_certificate.private_key.get());
+      server = std::make_unique<httplib::SSLServer>(sf_certificate.x509.get(),
+                                                    sf_certificate.private_key.get());
     } else {
-      running.server = std::make_unique<httplib::Server>();
+      server = std::make_unique<httplib::Server>();
     }
+    auto fixed = options.ports.find(endpoint);
+    const int port = fixed != options.ports.end() ? fixed->second : 0;
+    serve(endpoint, servers[index_of(endpoint)], std::move(server), port, false);
+    log(std::string(display_name(endpoint)) + ": listening on " + base_url_locked(endpoint));
+  }
+
+  void launch_authority() {
+    serve(Endpoint::kWorkloadIdentity, authority,
+          std::make_unique<httplib::SSLServer>(authority_cert_file.c_str(),
+                                               authority_key_file.c_str()),
+          0, true);
+    log("Workload identity: HTTPS authority on " + authority_url());
+  }
+
+  // Sets up `server` for `endpoint` (the HTTPS authority when `is_authority`), binds it (to
+  // `port`, or a free port when 0) and serves in a new thread.
+  void serve(Endpoint endpoint, Running& running, std::unique_ptr<httplib::Server> fresh, int port,
+             bool is_authority) {
+    running.server = std::move(fresh);
     httplib::Server& server = *running.server;
     if (!server.is_valid()) {
       throw std::runtime_error("emulator: cannot set up the " +
@@ -408,16 +487,15 @@ struct Emulator::Impl {
     limits.max_body_bytes = kMaxRequestBody;
     running.guard = std::make_unique<ConnectionGuard>(limits);
     running.guard->install(server, set_http_error);
-    add_routes(endpoint, server, *running.guard);
+    add_routes(endpoint, server, *running.guard, is_authority);
 
-    auto fixed = options.ports.find(endpoint);
-    if (fixed != options.ports.end() && fixed->second != 0) {
-      if (!server.bind_to_port(options.host, fixed->second)) {
+    if (port != 0) {
+      if (!server.bind_to_port(options.host, port)) {
         throw std::runtime_error("emulator: cannot bind " + options.host + ":" +
-                                 std::to_string(fixed->second) + " for " +
+                                 std::to_string(port) + " for " +
                                  std::string(display_name(endpoint)));
       }
-      running.port = fixed->second;
+      running.port = port;
     } else {
       running.port = server.bind_to_any_port(options.host);
       if (running.port <= 0) {
@@ -428,21 +506,23 @@ struct Emulator::Impl {
     running.thread = std::thread([&server] { server.listen_after_bind(); });
     // stop() is a no-op until the accept loop runs; do not return before it does.
     while (!server.is_running()) std::this_thread::sleep_for(1ms);
-    log(std::string(display_name(endpoint)) + ": listening on " + base_url_locked(endpoint));
   }
 
   void shutdown_servers() {
     stop_signal.trigger();
-    for (auto& running : servers) {
-      if (running.server) running.server->stop();
+    std::vector<Running*> all;
+    for (auto& running : servers) all.push_back(&running);
+    all.push_back(&authority);
+    for (Running* running : all) {
+      if (running->server) running->server->stop();
       // A client still sending its request must not keep stop() waiting.
-      if (running.guard) running.guard->release_waiting();
+      if (running->guard) running->guard->release_waiting();
     }
-    for (auto& running : servers) {
-      if (running.thread.joinable()) running.thread.join();
-      running.server.reset();
-      running.guard.reset();
-      running.port = 0;
+    for (Running* running : all) {
+      if (running->thread.joinable()) running->thread.join();
+      running->server.reset();
+      running->guard.reset();
+      running->port = 0;
     }
   }
 
@@ -462,6 +542,13 @@ struct Emulator::Impl {
     return std::string(scheme) + "://" + host + ":" + std::to_string(port);
   }
 
+  std::string host_for_url() const { return options.host == "::1" ? "[::1]" : options.host; }
+
+  // e.g. "https://127.0.0.1:40125" (no trailing slash); ports do not change while serving.
+  std::string authority_url() const {
+    return "https://" + host_for_url() + ":" + std::to_string(authority.port);
+  }
+
   std::string base_url(Endpoint endpoint) const {
     std::lock_guard lock(lifecycle_mutex);
     if (!started) throw std::logic_error("emulator: not started");
@@ -477,7 +564,8 @@ struct Emulator::Impl {
 
   // ---- routing ------------------------------------------------------------------------
 
-  void add_routes(Endpoint endpoint, httplib::Server& server, ConnectionGuard& guard) {
+  void add_routes(Endpoint endpoint, httplib::Server& server, ConnectionGuard& guard,
+                  bool is_authority) {
     server.set_pre_routing_handler([this, endpoint](const httplib::Request&, httplib::Response&) {
       served[index_of(endpoint)].fetch_add(1, std::memory_order_relaxed);
       return httplib::Server::HandlerResponse::Unhandled;
@@ -494,9 +582,7 @@ struct Emulator::Impl {
                      "The token endpoint does not support " + req.method);
     };
     const bool post = endpoint == Endpoint::kCloudShell || endpoint == Endpoint::kWorkloadIdentity;
-    const std::string path = endpoint == Endpoint::kWorkloadIdentity
-                                 ? "/([^/]+)" + std::string(R"(/oauth2/v2\.0/token)")
-                                 : path_for(endpoint);
+    const std::string path = route_for(endpoint);
     if (post) {
       server.Post(path, handler);
       server.Get(path, not_allowed);
@@ -507,6 +593,7 @@ struct Emulator::Impl {
     server.Put(path, not_allowed);
     server.Patch(path, not_allowed);
     server.Delete(path, not_allowed);
+    if (endpoint == Endpoint::kWorkloadIdentity) add_discovery_routes(server, guard, is_authority);
     // Where the `redirect` fault points: a valid token, so a client that follows redirects
     // visibly succeeds where it should have failed.
     server.Get("/redirect-target", [this, endpoint, &guard](const httplib::Request& req,
@@ -518,6 +605,93 @@ struct Emulator::Impl {
       respond(endpoint, Grant{identity, resource ? *resource : "https://vault.azure.net"}, res,
               false);
     });
+  }
+
+  // ---- workload identity discovery ----------------------------------------------------
+
+  // What MSAL-based clients fetch before the token request: the tenant's OpenID configuration
+  // (/{tenant}/v2.0/.well-known/openid-configuration) and the instance discovery that leads to
+  // it (/common/discovery/instance). Their URLs name the server that was asked.
+  void add_discovery_routes(httplib::Server& server, ConnectionGuard& guard, bool is_authority) {
+    server.Get(R"(/([^/]+)(/v2\.0)?/\.well-known/openid-configuration)",
+               [this, &guard, is_authority](const httplib::Request& req, httplib::Response& res) {
+                 guard.request_arrived(req);
+                 openid_configuration(req, res, discovery_base(is_authority));
+               });
+    server.Get(R"(/[^/]+/discovery/instance)",
+               [this, &guard, is_authority](const httplib::Request& req, httplib::Response& res) {
+                 guard.request_arrived(req);
+                 instance_discovery(req, res, discovery_base(is_authority));
+               });
+  }
+
+  std::string discovery_base(bool is_authority) const {
+    return is_authority ? authority_url() : base_url_unlocked(Endpoint::kWorkloadIdentity);
+  }
+
+  void openid_configuration(const httplib::Request& req, httplib::Response& res,
+                            const std::string& base) {
+    constexpr Endpoint kSelf = Endpoint::kWorkloadIdentity;
+    const std::string tenant = req.matches[1].str();
+    if (tenant != options.tenant_id) {
+      reject(kSelf, res, 400, "invalid_tenant", "AADSTS90002: Tenant '" + tenant + "' not found.");
+      return;
+    }
+    const std::string root = base + "/" + tenant;
+    const json body = {
+        {"issuer", root + "/v2.0"},
+        {"authorization_endpoint", root + "/oauth2/v2.0/authorize"},
+        {"token_endpoint", root + "/oauth2/v2.0/token"},
+        {"device_authorization_endpoint", root + "/oauth2/v2.0/devicecode"},
+        {"end_session_endpoint", root + "/oauth2/v2.0/logout"},
+        {"jwks_uri", root + "/discovery/v2.0/keys"},
+        {"token_endpoint_auth_methods_supported",
+         {"client_secret_post", "private_key_jwt", "client_secret_basic"}},
+        {"response_types_supported", {"code", "id_token", "code id_token", "id_token token"}},
+        {"response_modes_supported", {"query", "fragment", "form_post"}},
+        {"scopes_supported", {"openid", "profile", "email", "offline_access"}},
+        {"subject_types_supported", {"pairwise"}},
+        {"id_token_signing_alg_values_supported", {"RS256"}},
+        {"request_uri_parameter_supported", false},
+        {"tenant_region_scope", "NA"},
+        {"cloud_instance_name", "microsoftonline.com"},
+        {"cloud_graph_host_name", "graph.windows.net"},
+        {"msgraph_host", "graph.microsoft.com"}};
+    log("Workload identity: OpenID configuration served");
+    res.status = 200;
+    res.set_content(body.dump(), "application/json");
+  }
+
+  // Answers for this server's own authority only; anything else is an unknown instance, as
+  // Entra ID answers for a host that is not a Microsoft cloud.
+  void instance_discovery(const httplib::Request& req, httplib::Response& res,
+                          const std::string& base) {
+    constexpr Endpoint kSelf = Endpoint::kWorkloadIdentity;
+    const auto params = query_params(req);
+    const std::string* version = param(params, "api-version");
+    if (version == nullptr || *version != "1.1") {
+      reject(kSelf, res, 400, "invalid_request",
+             "AADSTS900561: The api-version must be 1.1 for instance discovery.");
+      return;
+    }
+    const std::string* endpoint = param(params, "authorization_endpoint");
+    const std::string prefix = base + "/";
+    if (endpoint == nullptr || endpoint->rfind(prefix, 0) != 0) {
+      reject(kSelf, res, 400, "invalid_instance", "AADSTS50049: Unknown or invalid instance.");
+      return;
+    }
+    const std::string tenant =
+        endpoint->substr(prefix.size(), endpoint->find('/', prefix.size()) - prefix.size());
+    const std::string host = base.substr(base.find("://") + 3);
+    const json body = {
+        {"tenant_discovery_endpoint",
+         base + "/" + tenant + "/v2.0/.well-known/openid-configuration"},
+        {"api-version", "1.1"},
+        {"metadata",
+         {{{"preferred_network", host}, {"preferred_cache", host}, {"aliases", {host}}}}}};
+    log("Workload identity: instance discovery served");
+    res.status = 200;
+    res.set_content(body.dump(), "application/json");
   }
 
   // ---- the common request path --------------------------------------------------------
@@ -1172,7 +1346,8 @@ struct Emulator::Impl {
       case Endpoint::kServiceFabric:
         return {{"IDENTITY_ENDPOINT", token_url(endpoint)},
                 {"IDENTITY_HEADER", options.identity_header},
-                {"IDENTITY_SERVER_THUMBPRINT", sf_certificate.sha1_thumbprint}};
+                {"IDENTITY_SERVER_THUMBPRINT", sf_certificate.sha1_thumbprint},
+                {"AZKMS_SERVICE_FABRIC_CERT_FILE", sf_certificate_file}};
       case Endpoint::kWorkloadIdentity: {
         const Identity* identity = nullptr;
         for (const auto& candidate : options.identities) {
@@ -1189,6 +1364,21 @@ struct Emulator::Impl {
       }
     }
     return {};
+  }
+
+  std::map<std::string, std::string> sdk_environment(Endpoint endpoint) const {
+    std::map<std::string, std::string> env = client_environment(endpoint);
+    if (endpoint == Endpoint::kWorkloadIdentity) {
+      std::lock_guard lock(lifecycle_mutex);
+      env["AZURE_AUTHORITY_HOST"] = authority_url() + "/";
+    }
+    if (endpoint == Endpoint::kAzureMl) {
+      // Azure ML always sets it; MSAL-based clients send it as the identity when none is named.
+      env.try_emplace("DEFAULT_IDENTITY_CLIENT_ID", default_identity(endpoint)->client_id);
+    }
+    env["NODE_EXTRA_CA_CERTS"] = trust_bundle_file;
+    env["SSL_CERT_FILE"] = trust_bundle_file;
+    return env;
   }
 };
 
@@ -1210,6 +1400,37 @@ std::string Emulator::token_url(Endpoint endpoint) const { return impl_->token_u
 
 std::map<std::string, std::string> Emulator::client_environment(Endpoint endpoint) const {
   return impl_->client_environment(endpoint);
+}
+
+std::map<std::string, std::string> Emulator::sdk_environment(Endpoint endpoint) const {
+  return impl_->sdk_environment(endpoint);
+}
+
+std::string Emulator::workload_identity_authority() const {
+  std::lock_guard lock(impl_->lifecycle_mutex);
+  if (!impl_->started) throw std::logic_error("emulator: not started");
+  return impl_->authority_url() + "/";
+}
+
+std::shared_ptr<const CertificateAuthority> Emulator::certificate_authority() const {
+  std::lock_guard lock(impl_->lifecycle_mutex);
+  if (!impl_->started) throw std::logic_error("emulator: not started");
+  return impl_->ca;
+}
+
+std::string Emulator::ca_file() const {
+  std::lock_guard lock(impl_->lifecycle_mutex);
+  return impl_->ca_file;
+}
+
+std::string Emulator::trust_bundle_file() const {
+  std::lock_guard lock(impl_->lifecycle_mutex);
+  return impl_->trust_bundle_file;
+}
+
+std::string Emulator::service_fabric_certificate_file() const {
+  std::lock_guard lock(impl_->lifecycle_mutex);
+  return impl_->sf_certificate_file;
 }
 
 void Emulator::inject(Endpoint endpoint, std::string fault_case, int times) {

@@ -19,6 +19,8 @@
 
 namespace azkms::emulator {
 
+class CertificateAuthority;
+
 enum class Endpoint : std::uint8_t {
   kImds,
   kAppService,      // 2019-08-01
@@ -87,7 +89,28 @@ class Emulator {
   // e.g. IDENTITY_ENDPOINT + IDENTITY_HEADER for App Service; for IMDS,
   // AZURE_POD_IDENTITY_AUTHORITY_HOST; for Azure Arc also AZKMS_ARC_TOKEN_DIRECTORY (the
   // directory its key files are in, which azkms trusts only when told).
+  // Service Fabric's also names its certificate's PEM file (AZKMS_SERVICE_FABRIC_CERT_FILE), for
+  // clients that do not pin by thumbprint. Workload identity's authority is the plain-HTTP one
+  // (azkms accepts plain http on loopback).
   [[nodiscard]] std::map<std::string, std::string> client_environment(Endpoint endpoint) const;
+  // What an Azure SDK needs (what `azkms-emulator --print-env` prints): client_environment(),
+  // with workload identity's AZURE_AUTHORITY_HOST on the HTTPS authority (real clients refuse
+  // plain http), Azure ML's DEFAULT_IDENTITY_CLIENT_ID always set (as on the platform), and
+  // NODE_EXTRA_CA_CERTS and SSL_CERT_FILE naming trust_bundle_file().
+  [[nodiscard]] std::map<std::string, std::string> sdk_environment(Endpoint endpoint) const;
+  // Workload identity over HTTPS, with a certificate from certificate_authority(), e.g.
+  // "https://127.0.0.1:40125/". It serves the token endpoint and the discovery documents
+  // (/{tenant}/v2.0/.well-known/openid-configuration, /common/discovery/instance), as the
+  // plain-HTTP workload identity endpoint also does.
+  [[nodiscard]] std::string workload_identity_authority() const;
+  // The emulator's CA: it signs the HTTPS authority's certificate, and Key Vault's when given to
+  // KeyVaultOptions::certificate_authority. Valid once started.
+  [[nodiscard]] std::shared_ptr<const CertificateAuthority> certificate_authority() const;
+  // PEM files (valid once started): the CA; the CA plus Service Fabric's self-signed
+  // certificate (what a client of any endpoint trusts); Service Fabric's certificate alone.
+  [[nodiscard]] std::string ca_file() const;
+  [[nodiscard]] std::string trust_bundle_file() const;
+  [[nodiscard]] std::string service_fabric_certificate_file() const;
 
   // Faults: the next `times` requests to `endpoint` behave as `fault_case` (same names as the
   // X-MongoDB-HTTP-TestParams header: empty-json, bad-json, 404, 500, slow, giant, 410, 429,

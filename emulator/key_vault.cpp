@@ -4,6 +4,8 @@
 #include <httplib.h>
 #include <netinet/in.h>
 #include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -23,6 +25,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <regex>
 #include <stdexcept>
 #include <thread>
 #include <utility>
@@ -45,9 +48,17 @@ constexpr const char* kJson = "application/json; charset=utf-8";
 constexpr const char* kCaFileName = "key-vault-ca.pem";
 // A wrapkey or unwrapkey body is {"alg": ..., "value": <a few hundred base64url characters>}.
 constexpr std::size_t kMaxRequestBody = 64 * 1024;
-// Key Vault's data-plane versions; libmongocrypt 1.7.2 sends 7.1.
-constexpr std::string_view kApiVersions[] = {"2016-10-01", "7.0", "7.1", "7.2",
-                                             "7.3",        "7.4", "7.5", "7.6"};
+// The newest data-plane version, named when refusing another one as the service does.
+constexpr std::string_view kLatestApiVersion = "2025-07-01";
+
+// Key Vault's data-plane versions: 2016-10-01, 7.0 to 7.6 (libmongocrypt 1.7.2 sends 7.1; their
+// previews are 7.x-preview[.n]), and the dated versions that followed 7.6 (2025-07-01, what
+// @azure/keyvault-keys 4.10 sends, and its successors and previews).
+bool known_api_version(const std::string& version) {
+  static const std::regex kKnown(
+      R"(2016-10-01|7\.[0-6](-preview(\.[0-9]+)?)?|20(2[5-9]|[3-9][0-9])-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])(-preview)?)");
+  return std::regex_match(version, kKnown);
+}
 
 struct PkeyDeleter {
   void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
@@ -183,6 +194,25 @@ void write_file_atomically(const std::filesystem::path& path, const std::string&
   std::filesystem::rename(temporary, path);
 }
 
+// The public half of an RSA key as Key Vault's JWK: kty, n and e (base64url, big-endian, no
+// leading zeros), and the operations the service allows on an RSA key.
+json public_jwk(EVP_PKEY* key) {
+  const auto component = [key](const char* name) {
+    BIGNUM* value = nullptr;
+    if (EVP_PKEY_get_bn_param(key, name, &value) != 1) {
+      throw std::runtime_error("key vault emulator: cannot read the RSA key");
+    }
+    std::string bytes(static_cast<std::size_t>(BN_num_bytes(value)), '\0');
+    BN_bn2bin(value, reinterpret_cast<unsigned char*>(bytes.data()));
+    BN_free(value);
+    return base64url_encode(bytes);
+  };
+  return {{"kty", "RSA"},
+          {"key_ops", {"encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey"}},
+          {"n", component(OSSL_PKEY_PARAM_RSA_N)},
+          {"e", component(OSSL_PKEY_PARAM_RSA_E)}};
+}
+
 enum class Operation { kWrap, kUnwrap };
 
 }  // namespace
@@ -198,12 +228,15 @@ struct KeyVaultServer::Impl {
     // (version id, key), oldest first; the last is the one used when no version is named.
     std::vector<std::pair<std::string, std::shared_ptr<EVP_PKEY>>> versions;
     std::optional<std::set<std::string>> allowed;  // nullopt: every identity
+    std::map<std::string, std::int64_t> created;   // by version: seconds since the epoch
   };
 
   Impl(const TokenLedger& ledger_in, KeyVaultOptions options_in)
       : ledger(ledger_in),
         options(std::move(options_in)),
         host(loopback_host(options.host)),
+        ca(options.certificate_authority ? options.certificate_authority
+                                         : std::make_shared<const CertificateAuthority>()),
         response_delay_ms(options.response_delay.count()) {
     if (options.port < 0 || options.port > 65535) {
       throw std::invalid_argument("key vault emulator: port out of range");
@@ -212,7 +245,7 @@ struct KeyVaultServer::Impl {
     std::vector<std::string> ips = {"127.0.0.1", "::1"};
     if (std::find(ips.begin(), ips.end(), host) == ips.end()) ips.push_back(host);
     PemCertificate server =
-        ca.issue_server_certificate("azkms key vault emulator", {"localhost"}, ips);
+        ca->issue_server_certificate("azkms key vault emulator", {"localhost"}, ips);
     BioPtr cert_bio(BIO_new_mem_buf(server.certificate_pem.data(),
                                     static_cast<int>(server.certificate_pem.size())));
     BioPtr key_bio(BIO_new_mem_buf(server.private_key_pem.data(),
@@ -239,7 +272,7 @@ struct KeyVaultServer::Impl {
       fs::create_directories(cert_directory);
     }
     ca_file = (fs::path(cert_directory) / kCaFileName).string();
-    write_file_atomically(ca_file, ca.certificate_pem());
+    write_file_atomically(ca_file, ca->certificate_pem());
   }
 
   ~Impl() {
@@ -331,49 +364,69 @@ struct KeyVaultServer::Impl {
     }
   }
 
-  // `client_id`: set to the caller's identity once its token is accepted (for the log).
-  void handle_operation(const httplib::Request& req, httplib::Response& res, Operation operation,
-                        const std::string& name, const std::string& requested_version,
-                        std::string& client_id) {
-    const char* operation_name = operation == Operation::kWrap ? "wrapKey" : "unwrapKey";
-
-    if (!req.has_param("api-version")) {
-      return set_error(res, 400, "The 'api-version' query parameter is required.");
-    }
-    const std::string api_version = req.get_param_value("api-version");
-    if (std::find(std::begin(kApiVersions), std::end(kApiVersions), api_version) ==
-        std::end(kApiVersions)) {
-      return set_error(res, 400,
-                       "The specified api-version '" + api_version + "' is not recognized.");
-    }
-
-    // Authentication: a bearer token this emulator's identity endpoints issued for Key Vault.
+  // The bearer check every key route makes first, as the service does: 401 with the challenge
+  // unless the token was issued by this emulator's identity endpoints for Key Vault and is
+  // still valid.
+  std::optional<IssuedToken> authenticate(const httplib::Request& req, httplib::Response& res) {
     const std::string authorization = req.get_header_value("Authorization");
     const std::size_t space = authorization.find(' ');
     if (authorization.empty() || space == std::string::npos ||
         !iequals(std::string_view(authorization).substr(0, space), "Bearer")) {
-      return set_error(res, 401, "AKV10000: Request is missing a Bearer or PoP token.");
+      set_error(res, 401, "AKV10000: Request is missing a Bearer or PoP token.");
+      return std::nullopt;
     }
     std::string_view token = std::string_view(authorization).substr(space + 1);
     while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
-    const std::optional<IssuedToken> issued = ledger.lookup(std::string(token));
+    std::optional<IssuedToken> issued = ledger.lookup(std::string(token));
     if (!issued) {
-      return set_error(res, 401,
-                       "The bearer token was not issued by this emulator's identity endpoints "
-                       "or has expired.");
+      set_error(res, 401,
+                "The bearer token was not issued by this emulator's identity endpoints or has "
+                "expired.");
+      return std::nullopt;
     }
     if (issued->resource != kResource && issued->resource != std::string(kResource) + "/") {
-      return set_error(res, 401,
-                       "The bearer token was issued for '" + issued->resource + "', not for " +
-                           std::string(kResource) + ".");
+      set_error(res, 401,
+                "The bearer token was issued for '" + issued->resource + "', not for " +
+                    std::string(kResource) + ".");
+      return std::nullopt;
     }
-    client_id = issued->client_id;
+    return issued;
+  }
 
-    if (!valid_key_name(name)) {
-      return set_error(res, 400, "The key name '" + name + "' is not a valid Key Vault name.");
+  // After authentication: an unknown version is Key Vault's BadParameter, in its words.
+  bool check_api_version(const httplib::Request& req, httplib::Response& res) const {
+    if (!req.has_param("api-version")) {
+      set_error(res, 400, "The 'api-version' query parameter is required.");
+      return false;
     }
-    std::shared_ptr<EVP_PKEY> key;
+    const std::string api_version = req.get_param_value("api-version");
+    if (!known_api_version(api_version)) {
+      set_error(res, 400,
+                "The specified version (" + api_version +
+                    ") is not recognized. Consider using the latest supported version (" +
+                    std::string(kLatestApiVersion) + ").");
+      return false;
+    }
+    return true;
+  }
+
+  struct KeyVersion {
     std::string version;
+    std::shared_ptr<EVP_PKEY> key;
+    std::int64_t created = 0;
+  };
+
+  // The key version a request names (the latest when `requested_version` is empty), or the
+  // answer written to `res`: 400 for an invalid name, 404 KeyNotFound, 403 when `client_id` is
+  // not granted the key (`permission` names what was refused).
+  std::optional<KeyVersion> find_key(httplib::Response& res, const std::string& name,
+                                     const std::string& requested_version,
+                                     const std::string& client_id, const char* permission) {
+    if (!valid_key_name(name)) {
+      set_error(res, 400, "The key name '" + name + "' is not a valid Key Vault name.");
+      return std::nullopt;
+    }
+    std::optional<KeyVersion> found;
     bool allowed = false;
     {
       std::lock_guard lock(keys_mutex);
@@ -386,25 +439,66 @@ struct KeyVaultServer::Impl {
                              return v.first == requested_version;
                            });
         if (match != versions.end()) {
-          version = match->first;
-          key = match->second;
+          found = KeyVersion{match->first, match->second, it->second.created[match->first]};
           const auto& list = it->second.allowed;
-          allowed = !list || list->count(issued->client_id) > 0;
+          allowed = !list || list->count(client_id) > 0;
         }
       }
     }
-    if (!key) {
+    if (!found) {
       std::string id = requested_version.empty() ? name : name + "/" + requested_version;
-      return set_json(res, 404,
-                      error_body("KeyNotFound", "A key with (name/id) " + id +
-                                                    " was not found in this key vault."));
+      set_json(res, 404,
+               error_body("KeyNotFound",
+                          "A key with (name/id) " + id + " was not found in this key vault."));
+      return std::nullopt;
     }
     if (!allowed) {
-      return set_error(res, 403,
-                       "The identity with client id '" + issued->client_id + "' does not have " +
-                           operation_name + " permission on key '" + name + "'.",
-                       "ForbiddenByPolicy");
+      set_error(res, 403,
+                "The identity with client id '" + client_id + "' does not have " + permission +
+                    " permission on key '" + name + "'.",
+                "ForbiddenByPolicy");
+      return std::nullopt;
     }
+    return found;
+  }
+
+  // GET /keys/{name}[/{version}]: the key bundle with the public JWK, as the service answers.
+  void handle_get_key(const httplib::Request& req, httplib::Response& res, const std::string& name,
+                      const std::string& requested_version, std::string& client_id) {
+    const std::optional<IssuedToken> issued = authenticate(req, res);
+    if (!issued || !check_api_version(req, res)) return;
+    client_id = issued->client_id;
+    const std::optional<KeyVersion> found =
+        find_key(res, name, requested_version, issued->client_id, "get");
+    if (!found) return;
+    json jwk = public_jwk(found->key.get());
+    jwk["kid"] = key_id(name, found->version);
+    const json body = {{"key", jwk},
+                       {"attributes",
+                        {{"enabled", true},
+                         {"created", found->created},
+                         {"updated", found->created},
+                         {"recoveryLevel", "Recoverable+Purgeable"},
+                         {"recoverableDays", 90},
+                         {"exportable", false}}}};
+    set_json(res, 200, body.dump());
+  }
+
+  // `client_id`: set to the caller's identity once its token is accepted (for the log).
+  void handle_operation(const httplib::Request& req, httplib::Response& res, Operation operation,
+                        const std::string& name, const std::string& requested_version,
+                        std::string& client_id) {
+    const char* operation_name = operation == Operation::kWrap ? "wrapKey" : "unwrapKey";
+
+    const std::optional<IssuedToken> issued = authenticate(req, res);
+    if (!issued || !check_api_version(req, res)) return;
+    client_id = issued->client_id;
+
+    const std::optional<KeyVersion> found =
+        find_key(res, name, requested_version, issued->client_id, operation_name);
+    if (!found) return;
+    const std::shared_ptr<EVP_PKEY>& key = found->key;
+    const std::string& version = found->version;
 
     const json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
     if (body.is_discarded() || !body.is_object()) {
@@ -492,11 +586,27 @@ struct KeyVaultServer::Impl {
     server.Post(R"(/keys/([^/]+)/wrapkey)", operation_route(Operation::kWrap, false));
     server.Post(R"(/keys/([^/]+)/unwrapkey)", operation_route(Operation::kUnwrap, false));
 
+    auto get_key_route = [this](bool with_version) {
+      return [this, with_version](const httplib::Request& req, httplib::Response& res) {
+        serve(req, res, [&] {
+          const std::string name = req.matches[1].str();
+          const std::string version = with_version ? req.matches[2].str() : std::string();
+          std::string client_id;
+          handle_get_key(req, res, name, version, client_id);
+          log("get key " + name + "/" + (version.empty() ? "(latest)" : version) + ": " +
+              std::to_string(res.status) +
+              (client_id.empty() ? std::string() : " for client id " + client_id));
+        });
+      };
+    };
+    server.Get(R"(/keys/([^/]+)/?)", get_key_route(false));
+    server.Get(R"(/keys/([^/]+)/([0-9A-Za-z]+))", get_key_route(true));
+
     auto other = [this](const httplib::Request& req, httplib::Response& res) {
       serve(req, res, [&] {
         set_error(res, 404,
-                  "This emulator serves only POST /keys/{name}[/{version}]/wrapkey and "
-                  "/unwrapkey.");
+                  "This emulator serves only GET /keys/{name}[/{version}] and POST "
+                  "/keys/{name}[/{version}]/wrapkey and /unwrapkey.");
       });
     };
     server.Get(".*", other);
@@ -560,7 +670,7 @@ struct KeyVaultServer::Impl {
   const TokenLedger& ledger;
   const KeyVaultOptions options;
   const std::string host;
-  CertificateAuthority ca;
+  std::shared_ptr<const CertificateAuthority> ca;
   X509Ptr server_cert;
   PkeyPtr server_key;
   std::string cert_directory;
@@ -605,7 +715,7 @@ bool KeyVaultServer::running() const {
 int KeyVaultServer::port() const { return impl_->port; }
 std::string KeyVaultServer::endpoint() const { return impl_->endpoint(); }
 std::string KeyVaultServer::url() const { return "https://" + impl_->endpoint(); }
-const std::string& KeyVaultServer::ca_pem() const { return impl_->ca.certificate_pem(); }
+const std::string& KeyVaultServer::ca_pem() const { return impl_->ca->certificate_pem(); }
 const std::string& KeyVaultServer::ca_file() const { return impl_->ca_file; }
 
 std::string KeyVaultServer::create_key(const std::string& name) {
@@ -621,6 +731,9 @@ std::string KeyVaultServer::create_key(const std::string& name) {
     it->second.allowed = std::set<std::string>{};
   }
   it->second.versions.emplace_back(version, std::move(key));
+  it->second.created[version] = std::chrono::duration_cast<std::chrono::seconds>(
+                                    std::chrono::system_clock::now().time_since_epoch())
+                                    .count();
   return version;
 }
 

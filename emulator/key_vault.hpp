@@ -1,5 +1,6 @@
 // KeyVaultServer: a local Azure Key Vault serving the two operations MongoDB client-side
-// encryption uses, `wrapkey` and `unwrapkey` with RSA-OAEP-256, on real RSA-2048 keys.
+// encryption uses, `wrapkey` and `unwrapkey` with RSA-OAEP-256, on real RSA-2048 keys, and
+// `GET /keys/{name}[/{version}]` (the public JWK), which Azure SDK clients fetch first.
 //
 // It behaves like the service where a client can tell the difference:
 // - HTTPS only, with a certificate signed by a CA generated at construction. Clients trust it
@@ -9,8 +10,10 @@
 // - 401 with Key Vault's `WWW-Authenticate` challenge unless the bearer token was issued by the
 //   emulator's own identity endpoints (the TokenLedger) for https://vault.azure.net and is
 //   still valid; 403 when that token's identity is not granted on the key; 404 KeyNotFound;
-//   400 BadParameter for a missing api-version, another algorithm, bad base64url or a value
-//   that does not decrypt. Errors have the service's shape: {"error":{"code","message"}}.
+//   400 BadParameter for a missing or unknown api-version (checked after authentication; known:
+//   2016-10-01, 7.0 to 7.6 and their previews, dated versions from 2025 such as 2025-07-01),
+//   another algorithm, bad base64url or a value that does not decrypt. Errors have the service's
+//   shape: {"error":{"code","message"}}.
 // - Faults injected per request (`X-MongoDB-HTTP-TestParams: case=<name>`, the drivers'
 //   convention) or programmatically (inject()); see kKeyVaultFaultCases below.
 //
@@ -30,6 +33,8 @@
 
 namespace azkms::emulator {
 
+class CertificateAuthority;
+
 struct KeyVaultOptions {
   // A loopback address ("127.0.0.1", any 127.x.y.z, "::1" or "localhost", which means
   // 127.0.0.1); anything else is refused. libmongocrypt 1.7.2 rejects a keyVaultEndpoint whose
@@ -48,6 +53,9 @@ struct KeyVaultOptions {
   // true: every identity may use a key until restrict() says otherwise. false: keys start
   // with nobody granted; grant() adds identities.
   bool grant_all_by_default = true;
+  // The CA that signs the server certificate (the identity emulator's, so that one trust file
+  // serves both: Emulator::certificate_authority()). A new one when null.
+  std::shared_ptr<const CertificateAuthority> certificate_authority;
   // Keys created at construction (one version each).
   std::vector<std::string> keys;
   // One line per event (listening, each operation's outcome and identity, faults, refusals);

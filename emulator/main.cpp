@@ -74,11 +74,23 @@ std::string shell_quote(const std::string& value) {
   return out + "'";
 }
 
-void print_env(const Emulator& emulator, Endpoint endpoint) {
+// What an Azure SDK needs (Emulator::sdk_environment), and where Key Vault is.
+void print_env(const Emulator& emulator, Endpoint endpoint, const KeyVaultServer* vault) {
   std::cout << "# " << azkms::emulator::display_name(endpoint) << " (--source "
             << azkms::emulator::to_string(endpoint) << ")\n";
-  for (const auto& [name, value] : emulator.client_environment(endpoint)) {
+  for (const auto& [name, value] : emulator.sdk_environment(endpoint)) {
     std::cout << "export " << name << "=" << shell_quote(value) << "\n";
+  }
+  if (endpoint == Endpoint::kWorkloadIdentity) {
+    // azkms takes plain http on loopback and does not read SSL_CERT_FILE.
+    std::cout << "# azkms: AZURE_AUTHORITY_HOST="
+              << emulator.client_environment(endpoint).at("AZURE_AUTHORITY_HOST") << "\n";
+  }
+  if (vault != nullptr) {
+    const std::string& key = vault->options().keys.front();
+    std::cout << "export AZKMS_KEY_VAULT_URL=" << shell_quote(vault->url()) << "\n"
+              << "export AZKMS_KEY_VAULT_KEY_ID="
+              << shell_quote(vault->key_id(key, vault->latest_version(key))) << "\n";
   }
 }
 
@@ -97,11 +109,16 @@ nlohmann::json describe(const Emulator& emulator, const KeyVaultServer* vault) {
                           {"object_id", identity.object_id},
                           {"resource_id", identity.resource_id}});
   }
-  nlohmann::json out = {{"endpoints", endpoints},
-                        {"identities", identities},
-                        {"service_fabric_thumbprint", emulator.service_fabric_thumbprint()},
-                        {"arc_key_directory", emulator.arc_key_directory()},
-                        {"tenant_id", emulator.options().tenant_id}};
+  nlohmann::json out = {
+      {"endpoints", endpoints},
+      {"identities", identities},
+      {"service_fabric_thumbprint", emulator.service_fabric_thumbprint()},
+      {"service_fabric_certificate_file", emulator.service_fabric_certificate_file()},
+      {"workload_identity_authority", emulator.workload_identity_authority()},
+      {"ca_file", emulator.ca_file()},
+      {"trust_bundle_file", emulator.trust_bundle_file()},
+      {"arc_key_directory", emulator.arc_key_directory()},
+      {"tenant_id", emulator.options().tenant_id}};
   if (vault != nullptr) {
     out["key_vault"] = {{"endpoint", vault->endpoint()},
                         {"url", vault->url()},
@@ -312,6 +329,8 @@ int main(int argc, char** argv) {
       vault_options.tenant_id = emulator.options().tenant_id;
       vault_options.keys = {key_name};
       vault_options.log = options.log;
+      // One CA for the HTTPS authority and Key Vault: the trust bundle print-env names covers both.
+      vault_options.certificate_authority = emulator.certificate_authority();
       vault = std::make_unique<KeyVaultServer>(emulator.ledger(), vault_options);
       vault->start();
     }
@@ -330,9 +349,11 @@ int main(int argc, char** argv) {
       std::cout << "# Key Vault: " << describe_key_vault(*vault) << "\n";
     }
     if (env_endpoint) {
-      print_env(emulator, *env_endpoint);
+      print_env(emulator, *env_endpoint, vault.get());
     } else if (print_env_for == "all") {
-      for (Endpoint endpoint : azkms::emulator::kAllEndpoints) print_env(emulator, endpoint);
+      for (Endpoint endpoint : azkms::emulator::kAllEndpoints) {
+        print_env(emulator, endpoint, vault.get());
+      }
     }
     if (background) {
       std::cout << "export AZKMS_EMULATOR_PID=" << ::getpid() << "\n"

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs the whole test suite:
 #   unit   - every test (CTest/GoogleTest), warnings as errors
+#   sdk    - real Azure SDK clients from npm (@azure/identity, @azure/keyvault-keys) against
+#            azkms-emulator, loopback only (scripts/sdk-smoke.sh); skipped without node/npm or
+#            when npm cannot reach its registry
 #   asan   - every test again under AddressSanitizer + UndefinedBehaviorSanitizer
 #   tsan   - the cache and concurrency tests under ThreadSanitizer
 #   fuzz   - a short run of each libFuzzer target on its seed corpus
@@ -8,12 +11,12 @@
 #             against what was installed (scripts/package-test.sh)
 #   mongocrypt-next - the libmongocrypt-facing tests, named providers included, against the
 #             next Debian release's libmongocrypt in a private prefix (scripts/mongocrypt-next-test.sh)
-# Choose stages with AZKMS_TEST_STAGES="unit asan" (default: all six).
+# Choose stages with AZKMS_TEST_STAGES="unit asan" (default: all seven).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 
-stages="${AZKMS_TEST_STAGES:-unit mongocrypt-next asan tsan fuzz package}"
+stages="${AZKMS_TEST_STAGES:-unit mongocrypt-next sdk asan tsan fuzz package}"
 failed_stages=()
 summary=()
 
@@ -40,6 +43,22 @@ for stage in $stages; do
       echo "== unit: build"
       scripts/build.sh build -DAZKMS_BUILD_TESTS=ON
       run_ctest unit build
+      ;;
+    sdk)
+      echo "== sdk: build azkms-emulator, then scripts/sdk-smoke.sh"
+      # After `unit` this is a no-op build; alone, only the emulator is built.
+      TARGETS=azkms_emulator_bin scripts/build.sh build -DAZKMS_BUILD_TESTS=ON
+      started=$(date +%s)
+      if scripts/sdk-smoke.sh build | tee build/sdk-smoke.log; then
+        if grep -q "skipped" build/sdk-smoke.log; then
+          summary+=("sdk: skipped ($(grep -m1 skipped build/sdk-smoke.log))")
+        else
+          summary+=("sdk: passed in $(($(date +%s) - started)) s")
+        fi
+      else
+        failed_stages+=("sdk")
+        summary+=("sdk: FAILED after $(($(date +%s) - started)) s")
+      fi
       ;;
     asan)
       echo "== asan: build (AddressSanitizer + UndefinedBehaviorSanitizer)"

@@ -292,7 +292,8 @@ TEST_F(EmulatorTest, ClientEnvironmentPerEndpoint) {
   EXPECT_EQ(emu().client_environment(Endpoint::kServiceFabric),
             (Env{{"IDENTITY_ENDPOINT", emu().base_url(Endpoint::kServiceFabric) + kImdsPath},
                  {"IDENTITY_HEADER", o.identity_header},
-                 {"IDENTITY_SERVER_THUMBPRINT", emu().service_fabric_thumbprint()}}));
+                 {"IDENTITY_SERVER_THUMBPRINT", emu().service_fabric_thumbprint()},
+                 {"AZKMS_SERVICE_FABRIC_CERT_FILE", emu().service_fabric_certificate_file()}}));
   const Env workload = emu().client_environment(Endpoint::kWorkloadIdentity);
   EXPECT_EQ(workload.at("AZURE_AUTHORITY_HOST"), emu().base_url(Endpoint::kWorkloadIdentity) + "/");
   EXPECT_EQ(workload.at("AZURE_TENANT_ID"), o.tenant_id);
@@ -394,6 +395,35 @@ TEST_F(EmulatorTest, ImdsOnlyServesGet) {
                            kImdsPath + query({{"api-version", "2018-02-01"}, {"resource", kVault}}),
                            "", {{"Metadata", "true"}});
   expect_json_error(reply, 405);
+}
+
+// @azure/identity appends "/" to the token path when AZURE_POD_IDENTITY_AUTHORITY_HOST is set.
+TEST_F(EmulatorTest, ImdsAcceptsTheTokenPathWithATrailingSlash) {
+  const Reply reply =
+      get(emu(), Endpoint::kImds,
+          kImdsPath + "/" + query({{"api-version", "2018-02-01"}, {"resource", kVault}}),
+          {{"Metadata", "true"}});
+  ASSERT_EQ(reply.status, 200) << reply.body;
+  EXPECT_EQ(ledger_client_id(emu(), reply.parsed()["access_token"]),
+            system_identity(emu()).client_id);
+  // The slash is all: a longer path is still unknown.
+  expect_json_error(
+      get(emu(), Endpoint::kImds,
+          kImdsPath + "/x" + query({{"api-version", "2018-02-01"}, {"resource", kVault}}),
+          {{"Metadata", "true"}}),
+      404);
+}
+
+// Every answer that is not a token is a JSON error, unknown paths and methods included.
+TEST_F(EmulatorTest, EveryEndpointAnswersUnknownPathsWithAJsonError) {
+  for (Endpoint endpoint : kAllEndpoints) {
+    if (endpoint == Endpoint::kServiceFabric) continue;  // HTTPS: covered with curl below
+    SCOPED_TRACE(to_string(endpoint));
+    expect_json_error(get(emu(), endpoint, "/no/such/path"), 404);
+    expect_json_error(post(emu(), endpoint, "/no/such/path", "a=b"), 404);
+    auto client = client_for(emu(), endpoint);
+    expect_json_error(to_reply(client.Delete("/")), 404);
+  }
 }
 
 TEST(EmulatorIdentitiesTest, ImdsWithoutSystemIdentityServesTheOnlyUserAssignedOne) {
@@ -670,6 +700,49 @@ TEST_F(EmulatorTest, ArcSelectorIsHonouredAndEchoed) {
   EXPECT_EQ(token.parsed()["client_id"], user.client_id);
 }
 
+// Current Arc agents serve user-assigned identities; current clients (MSAL Go, msal-node 5)
+// send any of the three selectors and accept only an answer that names the identity asked for.
+TEST_F(EmulatorTest, ArcServesUserAssignedIdentitiesByEachSelectorAndEchoesThem) {
+  for (const Identity& identity : user_identities(emu())) {
+    for (const auto& [name, value] :
+         std::vector<std::pair<std::string, std::string>>{{"client_id", identity.client_id},
+                                                          {"object_id", identity.object_id},
+                                                          {"msi_res_id", identity.resource_id}}) {
+      SCOPED_TRACE(name);
+      const std::string target =
+          kImdsPath + query({{"api-version", "2020-06-01"}, {"resource", kVault}, {name, value}});
+      const Reply challenge = get(emu(), Endpoint::kAzureArc, target, {{"Metadata", "true"}});
+      ASSERT_EQ(challenge.status, 401);
+      const std::string path = challenge.header("WWW-Authenticate").substr(12);
+      const Reply token =
+          get(emu(), Endpoint::kAzureArc, target,
+              {{"Metadata", "true"}, {"Authorization", "Basic " + read_file(path)}});
+      ASSERT_EQ(token.status, 200) << token.body;
+      EXPECT_EQ(token.parsed()["client_id"], identity.client_id);
+      EXPECT_EQ(ledger_client_id(emu(), token.parsed()["access_token"]), identity.client_id);
+    }
+  }
+}
+
+TEST_F(EmulatorTest, ArcRefusesAnUnknownOrAmbiguousIdentityAfterTheChallenge) {
+  const Identity user = user_identities(emu()).at(0);
+  for (const std::string& extra :
+       std::vector<std::string>{"&client_id=00000000-0000-0000-0000-000000000000",
+                                "&msi_res_id=/subscriptions/x/no-such-identity",
+                                "&client_id=" + user.client_id + "&object_id=" + user.object_id}) {
+    SCOPED_TRACE(extra);
+    const std::string target =
+        kImdsPath + query({{"api-version", "2020-06-01"}, {"resource", kVault}}) + extra;
+    const Reply challenge = get(emu(), Endpoint::kAzureArc, target, {{"Metadata", "true"}});
+    ASSERT_EQ(challenge.status, 401) << "the challenge comes first";
+    const std::string path = challenge.header("WWW-Authenticate").substr(12);
+    const Reply refused =
+        get(emu(), Endpoint::kAzureArc, target,
+            {{"Metadata", "true"}, {"Authorization", "Basic " + read_file(path)}});
+    expect_json_error(refused, 400);
+  }
+}
+
 TEST_F(EmulatorTest, ArcChallengeFaults) {
   const auto with_case = [](const std::string& name) {
     return httplib::Headers{{"X-MongoDB-HTTP-TestParams", "case=" + name}};
@@ -806,6 +879,28 @@ TEST_F(EmulatorTest, ServiceFabricServesHttpsWithTheAdvertisedThumbprint) {
   EXPECT_EQ(untrusted.code, CURLE_PEER_FAILED_VERIFICATION);
 }
 
+// Clients that do not pin by thumbprint trust the certificate from a file.
+TEST_F(EmulatorTest, ServiceFabricCertificateIsWrittenToTheFileItsVariableNames) {
+  const auto env = emu().client_environment(Endpoint::kServiceFabric);
+  const std::string file = env.at("AZKMS_SERVICE_FABRIC_CERT_FILE");
+  EXPECT_EQ(file, emu().service_fabric_certificate_file());
+  const std::string pem = read_file(file);
+  EXPECT_EQ(pem, emu().service_fabric_certificate_pem());
+  EXPECT_EQ(sha1_thumbprint(pem), env.at("IDENTITY_SERVER_THUMBPRINT"));
+  const std::string target =
+      kImdsPath + query({{"api-version", "2019-07-01-preview"}, {"resource", kVault}});
+  const CurlReply reply = curl_get(emu().base_url(Endpoint::kServiceFabric) + target,
+                                   {"Secret: " + emu().options().identity_header}, 10'000, pem);
+  ASSERT_EQ(reply.code, CURLE_OK) << curl_easy_strerror(reply.code);
+  EXPECT_EQ(reply.status, 200) << reply.body;
+  // The trust bundle print-env names covers it too, and unknown paths answer JSON errors.
+  const CurlReply unknown = curl_get(emu().base_url(Endpoint::kServiceFabric) + "/no/such/path", {},
+                                     10'000, read_file(emu().trust_bundle_file()));
+  ASSERT_EQ(unknown.code, CURLE_OK) << curl_easy_strerror(unknown.code);
+  EXPECT_EQ(unknown.status, 404);
+  EXPECT_TRUE(json::parse(unknown.body).contains("error")) << unknown.body;
+}
+
 TEST_F(EmulatorTest, ServiceFabricChecks) {
   const std::string secret = "Secret: " + emu().options().identity_header;
   const auto target = [](const std::string& version, const std::string& extra = "") {
@@ -879,6 +974,115 @@ TEST_F(EmulatorTest, WorkloadIdentityChecks) {
                          workload_form(emu(), client, assertion), {}, "application/json"),
                     400);
   expect_json_error(get(emu(), Endpoint::kWorkloadIdentity, workload_path(emu())), 405);
+}
+
+// What print-env gives an Azure SDK: the HTTPS authority for workload identity, and one trust
+// bundle (the emulator's CA and Service Fabric's certificate) for every endpoint.
+TEST_F(EmulatorTest, SdkEnvironmentAddsTheTrustBundleAndTheHttpsAuthority) {
+  for (Endpoint endpoint : kAllEndpoints) {
+    SCOPED_TRACE(to_string(endpoint));
+    auto sdk = emu().sdk_environment(endpoint);
+    EXPECT_EQ(sdk.at("NODE_EXTRA_CA_CERTS"), emu().trust_bundle_file());
+    EXPECT_EQ(sdk.at("SSL_CERT_FILE"), emu().trust_bundle_file());
+    sdk.erase("NODE_EXTRA_CA_CERTS");
+    sdk.erase("SSL_CERT_FILE");
+    auto plain = emu().client_environment(endpoint);
+    if (endpoint == Endpoint::kWorkloadIdentity) {
+      EXPECT_EQ(sdk.at("AZURE_AUTHORITY_HOST"), emu().workload_identity_authority());
+      EXPECT_THAT(sdk.at("AZURE_AUTHORITY_HOST"), StartsWith("https://127.0.0.1:"));
+      sdk.erase("AZURE_AUTHORITY_HOST");
+      plain.erase("AZURE_AUTHORITY_HOST");
+    }
+    if (endpoint == Endpoint::kAzureMl) {
+      EXPECT_EQ(sdk.at("DEFAULT_IDENTITY_CLIENT_ID"), system_identity(emu()).client_id);
+      sdk.erase("DEFAULT_IDENTITY_CLIENT_ID");
+    }
+    EXPECT_EQ(sdk, plain);
+  }
+  const std::string bundle = read_file(emu().trust_bundle_file());
+  EXPECT_NE(bundle.find(emu().service_fabric_certificate_pem()), std::string::npos);
+  EXPECT_NE(bundle.find(read_file(emu().ca_file())), std::string::npos);
+}
+
+// MSAL-based clients (@azure/identity) fetch the tenant's OpenID configuration, and unless told
+// otherwise the instance discovery, before the token request, all over HTTPS.
+TEST_F(EmulatorTest, WorkloadIdentityAuthorityServesDiscoveryAndTokensOverHttps) {
+  const auto env = emu().sdk_environment(Endpoint::kWorkloadIdentity);
+  const std::string authority = env.at("AZURE_AUTHORITY_HOST");  // ends with '/'
+  const std::string tenant = env.at("AZURE_TENANT_ID");
+  const std::string trusted = read_file(env.at("SSL_CERT_FILE"));
+
+  const CurlReply config =
+      curl_get(authority + tenant + "/v2.0/.well-known/openid-configuration", {}, 10'000, trusted);
+  ASSERT_EQ(config.code, CURLE_OK) << curl_easy_strerror(config.code);
+  ASSERT_EQ(config.status, 200) << config.body;
+  const json document = json::parse(config.body);
+  for (const char* field : {"authorization_endpoint", "token_endpoint", "issuer", "jwks_uri"}) {
+    ASSERT_TRUE(document.contains(field)) << field;  // what MSAL checks
+    EXPECT_THAT(document[field].get<std::string>(), StartsWith(authority + tenant + "/")) << field;
+  }
+  const std::string token_endpoint = document["token_endpoint"];
+  EXPECT_EQ(token_endpoint, authority + tenant + "/oauth2/v2.0/token");
+
+  const CurlReply discovery =
+      curl_get(authority + "common/discovery/instance" +
+                   query({{"api-version", "1.1"},
+                          {"authorization_endpoint", document["authorization_endpoint"]}}),
+               {}, 10'000, trusted);
+  ASSERT_EQ(discovery.status, 200) << discovery.body;
+  const json instance = json::parse(discovery.body);
+  EXPECT_EQ(instance["tenant_discovery_endpoint"],
+            authority + tenant + "/v2.0/.well-known/openid-configuration");
+  const std::string host = authority.substr(8, authority.size() - 9);
+  EXPECT_EQ(instance["metadata"][0]["aliases"], json::array({host}));
+  EXPECT_EQ(instance["metadata"][0]["preferred_network"], host);
+
+  // The token endpoint the document names, over HTTPS, verified against the bundle.
+  httplib::SSLClient client("127.0.0.1", std::stoi(host.substr(host.rfind(':') + 1)));
+  client.set_ca_cert_path(env.at("SSL_CERT_FILE").c_str());
+  client.enable_server_certificate_verification(true);
+  client.set_connection_timeout(5s);
+  client.set_read_timeout(10s);
+  const Reply token =
+      to_reply(client.Post("/" + tenant + "/oauth2/v2.0/token",
+                           workload_form(emu(), env.at("AZURE_CLIENT_ID"),
+                                         read_file(env.at("AZURE_FEDERATED_TOKEN_FILE"))),
+                           "application/x-www-form-urlencoded"));
+  ASSERT_TRUE(token.ok) << httplib::to_string(token.error);
+  ASSERT_EQ(token.status, 200) << token.body;
+  EXPECT_EQ(ledger_client_id(emu(), token.parsed()["access_token"]), env.at("AZURE_CLIENT_ID"));
+
+  // Only the emulator's CA vouches for the authority.
+  const CurlReply untrusted =
+      curl_get(authority + tenant + "/v2.0/.well-known/openid-configuration", {}, 10'000);
+  EXPECT_EQ(untrusted.code, CURLE_PEER_FAILED_VERIFICATION);
+}
+
+TEST_F(EmulatorTest, WorkloadIdentityDiscoveryRefusesOtherTenantsAndInstances) {
+  const std::string base = emu().base_url(Endpoint::kWorkloadIdentity);
+  const std::string tenant = emu().options().tenant_id;
+  // The plain-HTTP endpoint serves the documents too, naming itself.
+  const Reply config = get(emu(), Endpoint::kWorkloadIdentity,
+                           "/" + tenant + "/v2.0/.well-known/openid-configuration");
+  ASSERT_EQ(config.status, 200) << config.body;
+  EXPECT_EQ(config.parsed()["token_endpoint"], emu().token_url(Endpoint::kWorkloadIdentity));
+  expect_json_error(get(emu(), Endpoint::kWorkloadIdentity,
+                        "/00000000-0000-0000-0000-000000000000/v2.0/.well-known/"
+                        "openid-configuration"),
+                    400);
+  const Reply other =
+      get(emu(), Endpoint::kWorkloadIdentity,
+          "/common/discovery/instance" +
+              query({{"api-version", "1.1"},
+                     {"authorization_endpoint",
+                      "https://login.example.com/" + tenant + "/oauth2/v2.0/authorize"}}));
+  expect_json_error(other, 400);
+  EXPECT_EQ(other.parsed()["error"], "invalid_instance");
+  expect_json_error(
+      get(emu(), Endpoint::kWorkloadIdentity,
+          "/common/discovery/instance" +
+              query({{"authorization_endpoint", base + "/" + tenant + "/oauth2/v2.0/authorize"}})),
+      400);
 }
 
 // ---- Faults -----------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 #include <curl/curl.h>
 #include <gtest/gtest.h>
 #include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -11,6 +13,7 @@
 #include <openssl/x509v3.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <chrono>
@@ -441,6 +444,111 @@ TEST_F(KeyVaultEmulatorTest, UnknownKeyOrVersionIsKeyNotFound) {
   EXPECT_THROW(vault_->create_key("bad_name!"), std::invalid_argument);
 }
 
+// ---- GET /keys/{name}[/{version}] and api-versions ------------------------------------------
+
+// n or e of a PEM public key, as a JWK carries it (big-endian, unpadded base64url).
+std::string rsa_component(const std::string& public_pem, const char* name) {
+  BIO* bio = BIO_new_mem_buf(public_pem.data(), static_cast<int>(public_pem.size()));
+  EVP_PKEY* key = PEM_read_bio_PUBKEY(bio, nullptr, nullptr, nullptr);
+  BIO_free(bio);
+  BIGNUM* value = nullptr;
+  std::string bytes;
+  if (key != nullptr && EVP_PKEY_get_bn_param(key, name, &value) == 1) {
+    bytes.resize(static_cast<std::size_t>(BN_num_bytes(value)));
+    BN_bn2bin(value, reinterpret_cast<unsigned char*>(bytes.data()));
+  }
+  BN_free(value);
+  EVP_PKEY_free(key);
+  return b64url(bytes);
+}
+
+Reply get_key(const KeyVaultServer& vault, const std::string& path, const std::string& token,
+              const std::string& api_version = "7.6") {
+  Call call;
+  call.method = "GET";
+  call.url = vault.url() + path + "?api-version=" + api_version;
+  call.ca_file = vault.ca_file();
+  call.headers = {"Accept: application/json"};
+  if (!token.empty()) call.headers.push_back("Authorization: Bearer " + token);
+  return perform(call);
+}
+
+TEST_F(KeyVaultEmulatorTest, GetKeyAnswersThePublicJwkOfTheVersionAsked) {
+  const std::string v1 = vault_->create_key("jwk-key");
+  const std::string v2 = vault_->rotate_key("jwk-key");
+  for (const auto& [path, version] : std::vector<std::pair<std::string, std::string>>{
+           {"/keys/jwk-key", v2}, {"/keys/jwk-key/" + v1, v1}, {"/keys/jwk-key/" + v2, v2}}) {
+    SCOPED_TRACE(path);
+    const Reply reply = get_key(*vault_, path, token_, "2025-07-01");
+    ASSERT_EQ(reply.status, 200) << reply.body;
+    const json body = reply.json_body();
+    const json& key = body.at("key");
+    EXPECT_EQ(key.at("kid"), vault_->key_id("jwk-key", version));
+    EXPECT_EQ(key.at("kty"), "RSA");
+    const std::string public_pem = vault_->public_key_pem("jwk-key", version);
+    EXPECT_EQ(key.at("n"), rsa_component(public_pem, OSSL_PKEY_PARAM_RSA_N));
+    EXPECT_EQ(key.at("e"), rsa_component(public_pem, OSSL_PKEY_PARAM_RSA_E));
+    EXPECT_EQ(key.at("e"), "AQAB");
+    const auto ops = key.at("key_ops").get<std::vector<std::string>>();
+    EXPECT_NE(std::find(ops.begin(), ops.end(), "wrapKey"), ops.end());
+    EXPECT_NE(std::find(ops.begin(), ops.end(), "unwrapKey"), ops.end());
+    for (const char* secret : {"d", "p", "q", "dp", "dq", "qi"}) {
+      EXPECT_FALSE(key.contains(secret)) << secret << ": only the public half is served";
+    }
+    EXPECT_EQ(body.at("attributes").at("enabled"), true);
+    EXPECT_TRUE(body.at("attributes").at("created").is_number_integer());
+  }
+  const Reply unknown = get_key(*vault_, "/keys/jwk-key/" + std::string(32, 'f'), token_);
+  EXPECT_EQ(unknown.status, 404);
+  EXPECT_EQ(error_code(unknown), "KeyNotFound");
+  EXPECT_EQ(get_key(*vault_, "/keys/no-such-key", token_).status, 404);
+}
+
+TEST_F(KeyVaultEmulatorTest, GetKeyIsBehindTheSameBearerCheck) {
+  const std::string expected_challenge =
+      "Bearer authorization=\"https://login.microsoftonline.com/" + vault_->options().tenant_id +
+      "\", resource=\"https://vault.azure.net\"";
+  const std::string other_resource = ledger_.issue("client-a", "https://management.azure.com", 1h);
+  for (const std::string& token : {std::string(), std::string("not-a-token"), other_resource}) {
+    for (const std::string& path :
+         std::vector<std::string>{"/keys/data-key", "/keys/data-key/" + version_}) {
+      const Reply reply = get_key(*vault_, path, token);
+      EXPECT_EQ(reply.status, 401) << path << ": " << reply.body;
+      EXPECT_EQ(reply.header("www-authenticate"), expected_challenge);
+      EXPECT_EQ(error_code(reply), "Unauthorized");
+    }
+  }
+  vault_->restrict("data-key", {"someone-else"});
+  const Reply forbidden = get_key(*vault_, "/keys/data-key", token_);
+  EXPECT_EQ(forbidden.status, 403) << forbidden.body;
+}
+
+TEST_F(KeyVaultEmulatorTest, AcceptsTheApiVersionsCurrentSdksSend) {
+  for (const char* version : {"2016-10-01", "7.0", "7.1", "7.2", "7.3", "7.4", "7.5", "7.6",
+                              "7.6-preview.2", "2025-07-01", "2025-06-01-preview"}) {
+    Reply reply = post("/keys/data-key/wrapkey",
+                       {{"alg", "RSA-OAEP-256"}, {"value", b64url(random_bytes(32))}}, token_, {},
+                       std::string("?api-version=") + version);
+    EXPECT_EQ(reply.status, 200) << version << ": " << reply.body;
+    EXPECT_EQ(get_key(*vault_, "/keys/data-key", token_, version).status, 200) << version;
+  }
+}
+
+TEST_F(KeyVaultEmulatorTest, RefusesUnknownApiVersionsAfterAuthentication) {
+  for (const char* version :
+       {"7.7", "8.0", "7", "2015-06-01", "1999-01-01", "2025-13-01", "2025-07-01-beta", "latest"}) {
+    const Reply reply = get_key(*vault_, "/keys/data-key", token_, version);
+    EXPECT_EQ(reply.status, 400) << version << ": " << reply.body;
+    EXPECT_EQ(error_code(reply), "BadParameter") << version;
+    EXPECT_NE(
+        reply.body.find(std::string("The specified version (") + version + ") is not recognized"),
+        std::string::npos)
+        << reply.body;
+    // Without a token, the challenge comes first, as from the service.
+    EXPECT_EQ(get_key(*vault_, "/keys/data-key", "", version).status, 401) << version;
+  }
+}
+
 TEST_F(KeyVaultEmulatorTest, MalformedRequestsAreBadParameter) {
   const std::string value = b64url(random_bytes(32));
   struct Case {
@@ -492,8 +600,9 @@ TEST_F(KeyVaultEmulatorTest, MalformedRequestsAreBadParameter) {
 TEST_F(KeyVaultEmulatorTest, OtherPathsAndMethodsAreNotFound) {
   Call get;
   get.method = "GET";
-  get.url = vault_->url() + "/keys/data-key/wrapkey?api-version=7.1";
+  get.url = vault_->url() + "/keys/data-key/" + version_ + "/wrapkey?api-version=7.1";
   get.ca_file = vault_->ca_file();
+  get.headers = {"Authorization: Bearer " + token_};
   Reply reply = perform(get);
   EXPECT_EQ(reply.status, 404);
   EXPECT_EQ(error_code(reply), "NotFound");
