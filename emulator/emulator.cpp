@@ -887,6 +887,12 @@ struct Emulator::Impl {
                 {"expires_in", lifetime_text},     {"expires_on", std::to_string(epoch(expires))},
                 {"ext_expires_in", lifetime_text}, {"not_before", std::to_string(epoch(now))},
                 {"resource", grant.resource},      {"token_type", "Bearer"}};
+        // A current Arc agent names the user-assigned identity it answered for by every id
+        // (clients accept its token only then); the system-assigned answer stays as IMDS's.
+        if (endpoint == Endpoint::kAzureArc && !grant.identity->system_assigned) {
+          body["object_id"] = grant.identity->object_id;
+          body["msi_res_id"] = grant.identity->resource_id;
+        }
         break;
       case Endpoint::kAppService:
         body = {{"access_token", token},

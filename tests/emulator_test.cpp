@@ -719,6 +719,8 @@ TEST_F(EmulatorTest, ArcServesUserAssignedIdentitiesByEachSelectorAndEchoesThem)
               {{"Metadata", "true"}, {"Authorization", "Basic " + read_file(path)}});
       ASSERT_EQ(token.status, 200) << token.body;
       EXPECT_EQ(token.parsed()["client_id"], identity.client_id);
+      EXPECT_EQ(token.parsed()["object_id"], identity.object_id);
+      EXPECT_EQ(token.parsed()["msi_res_id"], identity.resource_id);
       EXPECT_EQ(ledger_client_id(emu(), token.parsed()["access_token"]), identity.client_id);
     }
   }

@@ -324,6 +324,26 @@ TEST_F(SourcesEndToEnd, ServiceFabricRefusesAnotherCertificate) {
   EXPECT_EQ(emu().tokens_issued(Endpoint::kServiceFabric), issued);
 }
 
+// The azkms client asks Arc for each user-assigned identity by each selector, and the
+// emulator's answer names it, so the token is accepted; the ledger says whose it is.
+TEST_F(SourcesEndToEnd, ArcUserAssignedIdentitiesByEverySelector) {
+  auto arc = source_for(Endpoint::kAzureArc);
+  for (const auto& identity : emulator::default_identities()) {
+    if (identity.system_assigned) continue;
+    for (const IdentitySelector& selector : {IdentitySelector::client_id(identity.client_id),
+                                             IdentitySelector::object_id(identity.object_id),
+                                             IdentitySelector::resource_id(identity.resource_id)}) {
+      SCOPED_TRACE(selector.describe());
+      TokenRequest request;
+      request.identity = selector;
+      const AccessToken token = arc->fetch(request, deadline_in());
+      const auto issued = emu().ledger().lookup(token.token.reveal());
+      ASSERT_TRUE(issued.has_value());
+      EXPECT_EQ(issued->client_id, identity.client_id);
+    }
+  }
+}
+
 TEST_F(SourcesEndToEnd, ArcChallengeFaultsAreRefused) {
   auto arc = source_for(Endpoint::kAzureArc);
   for (const char* fault :
