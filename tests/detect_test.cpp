@@ -209,7 +209,7 @@ TEST(Detect, SupportedSelectorsPerSource) {
       {SourceKind::kAppService2017, client},
       {SourceKind::kAzureMl, client},
       {SourceKind::kCloudShell, kSupportsSystemAssigned},
-      {SourceKind::kAzureArc, kSupportsSystemAssigned},
+      {SourceKind::kAzureArc, all},
       {SourceKind::kServiceFabric, kSupportsSystemAssigned},
       {SourceKind::kWorkloadIdentity, client},
   };
