@@ -116,6 +116,15 @@ class SourceTest : public ::testing::Test {
     return Error(ErrorCode::kNoSource, "no error");
   }
 
+  // The scripted client with a clock that jumps ahead whenever something waits: a retry
+  // policy's backoffs pass at once.
+  SourceContext instant_context(std::shared_ptr<testing::AutoAdvanceClock> clock) const {
+    SourceContext context;
+    context.http = http_;
+    context.clock = std::move(clock);
+    return context;
+  }
+
   std::shared_ptr<ScriptedHttpClient> http_ = std::make_shared<ScriptedHttpClient>();
   std::shared_ptr<ManualClock> clock_ = std::make_shared<ManualClock>();
 };
@@ -614,9 +623,7 @@ TEST_F(SourceTest, RetriesFollowTheSourcePolicy) {
 // policy's half minute of retries.
 TEST_F(SourceTest, ImdsByFallbackEndsAtOnceWhenNothingIsThere) {
   auto clock = std::make_shared<testing::AutoAdvanceClock>();
-  SourceContext context;
-  context.http = http_;
-  context.clock = clock;
+  const SourceContext context = instant_context(clock);
   http_->set_handler([](const HttpRequest&, const HttpOptions&) -> HttpResponse {
     throw Error(ErrorCode::kConnection, "GET http://169.254.169.254/... failed: " +
                                             std::string(kNoConnectionMarker) + "No route to host");
@@ -640,9 +647,7 @@ TEST_F(SourceTest, ImdsByFallbackEndsAtOnceWhenNothingIsThere) {
 // Named explicitly, IMDS is assumed to be there: transport failures are retried as before.
 TEST_F(SourceTest, ImdsNamedExplicitlyRetriesTransportFailures) {
   auto clock = std::make_shared<testing::AutoAdvanceClock>();
-  SourceContext context;
-  context.http = http_;
-  context.clock = clock;
+  const SourceContext context = instant_context(clock);
   int calls = 0;
   http_->set_handler([&calls](const HttpRequest&, const HttpOptions&) -> HttpResponse {
     if (++calls < 3) throw Error(ErrorCode::kConnection, "connection refused");
@@ -657,9 +662,7 @@ TEST_F(SourceTest, ImdsNamedExplicitlyRetriesTransportFailures) {
 // A connection made and then dropped means IMDS is there: retried as usual.
 TEST_F(SourceTest, ImdsByFallbackRetriesAConnectionDroppedAfterItWasMade) {
   auto clock = std::make_shared<testing::AutoAdvanceClock>();
-  SourceContext context;
-  context.http = http_;
-  context.clock = clock;
+  const SourceContext context = instant_context(clock);
   int calls = 0;
   http_->set_handler([&calls](const HttpRequest&, const HttpOptions&) -> HttpResponse {
     if (++calls == 1) throw Error(ErrorCode::kConnection, "Connection reset by peer");
@@ -673,9 +676,7 @@ TEST_F(SourceTest, ImdsByFallbackRetriesAConnectionDroppedAfterItWasMade) {
 // Once IMDS has answered anything, it is there: later transport failures get the full policy.
 TEST_F(SourceTest, ImdsByFallbackRetriesOnceItHasAnswered) {
   auto clock = std::make_shared<testing::AutoAdvanceClock>();
-  SourceContext context;
-  context.http = http_;
-  context.clock = clock;
+  const SourceContext context = instant_context(clock);
   int calls = 0;
   http_->set_handler([&calls](const HttpRequest&, const HttpOptions&) -> HttpResponse {
     ++calls;
