@@ -262,6 +262,8 @@ struct Emulator::Impl {
   Options options;
   TokenLedger ledger;
   PlatformTokenCache platform_cache;  // used when options.platform_token_cache
+  mutable std::mutex claims_mutex;
+  std::vector<std::string> claims_received;  // workload identity's `claims` form fields
   std::array<std::atomic<std::uint64_t>, kEndpointCount> served{};
   std::array<std::atomic<std::uint64_t>, kEndpointCount> issued{};
   std::array<FaultQueue, kEndpointCount> faults;
@@ -1282,6 +1284,10 @@ struct Emulator::Impl {
       return std::nullopt;
     }
     const auto form = form_params(req);
+    if (const std::string* claims = param(form, "claims")) {
+      std::lock_guard lock(claims_mutex);
+      claims_received.push_back(*claims);
+    }
     const std::string* grant_type = param(form, "grant_type");
     if (grant_type == nullptr || *grant_type != "client_credentials") {
       reject(kSelf, res, 400, "unsupported_grant_type",
@@ -1466,6 +1472,11 @@ void Emulator::set_token_lifetime(std::chrono::seconds lifetime) {
 
 std::uint64_t Emulator::requests_served(Endpoint endpoint) const {
   return impl_->served[index_of(endpoint)].load(std::memory_order_relaxed);
+}
+
+std::vector<std::string> Emulator::claims_received() const {
+  std::lock_guard lock(impl_->claims_mutex);
+  return impl_->claims_received;
 }
 
 std::uint64_t Emulator::tokens_issued(Endpoint endpoint) const {

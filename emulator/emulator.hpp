@@ -131,6 +131,8 @@ class Emulator {
   [[nodiscard]] std::string token_url(Endpoint endpoint) const;
   // Tokens issued by one endpoint (the ledger counts all of them).
   [[nodiscard]] std::uint64_t tokens_issued(Endpoint endpoint) const;
+  // The `claims` form fields workload identity's token endpoint received, in order.
+  [[nodiscard]] std::vector<std::string> claims_received() const;
   // Lifetime of the tokens issued from now on.
   void set_token_lifetime(std::chrono::seconds lifetime);
   // Where the Azure Arc endpoint writes its challenge key files. A file lives until its key is

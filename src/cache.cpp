@@ -218,7 +218,7 @@ class CacheEntry final : private ForkAware {
   const AccessToken& get_slow(std::optional<Deadline> deadline);
   std::shared_ptr<const AccessToken> get_shared(std::optional<Deadline> deadline);
   std::shared_ptr<const AccessToken> force_refresh(Deadline deadline);
-  void invalidate();
+  void invalidate(std::string_view claims);
   // Refresher: renews when due. Returns the next due time, if any.
   std::optional<SystemTime> refresh_if_due();
   CacheStats stats() const;
@@ -273,6 +273,8 @@ class CacheEntry final : private ForkAware {
   // SHA-256 (hex) of the token last refused through invalidate() or force_refresh(): sent with
   // the next fetch (TokenRequest::token_sha256_to_refresh) until a token arrives.
   std::string refused_token_sha256;
+  // The claims challenge given to invalidate(): sent with the next fetch until a token arrives.
+  std::string pending_claims;
   int background_failures = 0;
   int foreground_failures = 0;
   std::optional<Error> last_fetch_error;  // served during the fail-fast window
@@ -344,6 +346,7 @@ std::shared_ptr<Flight> CacheEntry::run_flight(std::unique_lock<std::mutex>& loc
   ++counters.upstream_requests;
   TokenRequest asked = request;
   asked.token_sha256_to_refresh = refused_token_sha256;
+  asked.claims = pending_claims;
   lock.unlock();
 
   std::shared_ptr<const AccessToken> token;
@@ -362,7 +365,10 @@ std::shared_ptr<Flight> CacheEntry::run_flight(std::unique_lock<std::mutex>& loc
   const SystemTime now = clock->now();
 
   lock.lock();
-  if (token) refused_token_sha256.clear();
+  if (token) {
+    refused_token_sha256.clear();
+    pending_claims.clear();
+  }
   const auto& o = core->options;
   CacheEvent event;
   event.source = source_name;
@@ -545,9 +551,10 @@ void CacheEntry::remember_refused() {
   if (current) refused_token_sha256 = sha256_hex(current->token.reveal());
 }
 
-void CacheEntry::invalidate() {
+void CacheEntry::invalidate(std::string_view claims) {
   std::lock_guard lock(mutex);
   remember_refused();
+  pending_claims = claims;
   current.reset();
   usable_until = SystemTime{};
   next_background.reset();
@@ -796,9 +803,9 @@ std::shared_ptr<const AccessToken> TokenHandle::get_shared() {
   return entry_->get_shared(std::nullopt);
 }
 
-void TokenHandle::invalidate() {
+void TokenHandle::invalidate(std::string_view claims) {
   if (!entry_) empty_handle();
-  entry_->invalidate();
+  entry_->invalidate(claims);
 }
 
 std::shared_ptr<const AccessToken> TokenHandle::force_refresh(Deadline deadline) {

@@ -155,8 +155,9 @@ class AZKMS_EXPORT TokenHandle {
   [[nodiscard]] std::shared_ptr<const AccessToken> get_shared(Deadline deadline);
   [[nodiscard]] std::shared_ptr<const AccessToken> get_shared();
 
-  // Drops the cached token: the next get() fetches a new one.
-  void invalidate();
+  // Drops the cached token: the next get() fetches a new one. `claims`: the resource's claims
+  // challenge (JSON), if it sent one with its refusal; the next fetch passes it on.
+  void invalidate(std::string_view claims = {});
   // Fetches a new token now (joining a fetch started after this call, never one started
   // before) and returns it. Others keep the current token until the new one arrives.
   std::shared_ptr<const AccessToken> force_refresh(Deadline deadline);

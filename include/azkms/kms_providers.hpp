@@ -160,7 +160,9 @@ class AZKMS_EXPORT KmsProviders {
   AccessToken token(std::string_view name);  // deadline: now + token_timeout()
   // Drops the provider's cached token so that the next token() fetches a new one (after Key
   // Vault answered 401 to it). A no-op for a provider that has no token yet.
-  void invalidate(std::string_view name);
+  // `claims`: Key Vault's claims challenge (JSON), when its 401 carried one; passed on to
+  // sources that accept claims (workload identity).
+  void invalidate(std::string_view name, std::string_view claims = {});
   // Tokens obtained from the provider's source (not from the cache) so far. The cache renews
   // in the background, so this may grow without a call to token().
   [[nodiscard]] std::uint64_t fetch_count(std::string_view name) const;

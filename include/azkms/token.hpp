@@ -22,12 +22,17 @@ struct AZKMS_EXPORT TokenRequest {
   // and Service Fabric cache tokens on the platform's side for hours; they are sent this with
   // the client capability cp1 (MSI v1 token revocation), so that the platform issues a new
   // token instead of handing back the refused one. Other sources ignore it.
-  std::string token_sha256_to_refresh{};  // {}: aggregates may leave it out without a warning
+  std::string token_sha256_to_refresh{};
+  // Set by a TokenCache asking again after invalidate() was given the resource's claims
+  // challenge (Key Vault's 401 `WWW-Authenticate: Bearer ..., claims="<base64 JSON>"`, decoded):
+  // the JSON claims. Workload identity passes them to the token endpoint (`claims=`); managed
+  // identity endpoints take none.
+  std::string claims{};  // {}: aggregates may leave it out without a warning
 
   // Written out (not defaulted) so that the header compiles as C++17.
   friend bool operator==(const TokenRequest& a, const TokenRequest& b) {
     return a.resource == b.resource && a.identity == b.identity &&
-           a.token_sha256_to_refresh == b.token_sha256_to_refresh;
+           a.token_sha256_to_refresh == b.token_sha256_to_refresh && a.claims == b.claims;
   }
   friend bool operator!=(const TokenRequest& a, const TokenRequest& b) { return !(a == b); }
 };

@@ -256,6 +256,7 @@ struct Unauthorized {
   std::string provider;  // whose token was refused
   std::string url;
   std::string excerpt;
+  std::string claims;  // Key Vault's claims challenge, if it sent one
 };
 
 std::optional<std::pair<int, int>> parse_version(std::string_view version) {
@@ -444,7 +445,7 @@ struct CryptSession::Impl {
       log(LogLevel::kWarning, "Key Vault " + first.url + " answered 401 to the cached token of " +
                                   first.provider +
                                   "; fetching a new token and trying the operation once more");
-      options.providers->invalidate(first.provider);
+      options.providers->invalidate(first.provider, first.claims);
       if (first.provider != kAzureProvider) replace_crypt(handle);
       unauthorized_retries.fetch_add(1, std::memory_order_relaxed);
     }
@@ -636,7 +637,9 @@ struct CryptSession::Impl {
       if (attempts > 1) kms_retries.fetch_add(attempts - 1, std::memory_order_relaxed);
 
       const std::string excerpt = safe_excerpt(response.body);
-      if (response.status == 401) throw Unauthorized{provider_of(request), url, excerpt};
+      if (response.status == 401) {
+        throw Unauthorized{provider_of(request), url, excerpt, claims_challenge(response)};
+      }
       if (response.status != 200) {
         const std::string code = key_vault_error_code(response.body);
         std::string advice;

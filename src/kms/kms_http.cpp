@@ -6,6 +6,7 @@
 
 #include "azkms/error.hpp"
 #include "azkms/token_response.hpp"
+#include "encoding.hpp"
 #include "redaction.hpp"
 
 namespace azkms {
@@ -96,6 +97,25 @@ std::string key_vault_error_code(const std::string& body) {
   auto code = error->find("code");
   if (code == error->end() || !code->is_string()) return {};
   return safe_excerpt(code->get<std::string>(), 64);
+}
+
+std::string claims_challenge(const HttpResponse& response) {
+  constexpr std::size_t kMaxClaims = 8 * 1024;
+  const std::string header = response.header("WWW-Authenticate").value_or("");
+  constexpr std::string_view kKey = "claims=\"";
+  const auto start = header.find(kKey);
+  if (start == std::string::npos) return {};
+  const auto end = header.find('"', start + kKey.size());
+  if (end == std::string::npos) return {};
+  std::string encoded = header.substr(start + kKey.size(), end - start - kKey.size());
+  if (encoded.size() > 2 * kMaxClaims) return {};
+  // Standard or URL-safe base64: read both as base64url.
+  std::replace(encoded.begin(), encoded.end(), '+', '-');
+  std::replace(encoded.begin(), encoded.end(), '/', '_');
+  const auto decoded = base64url_decode(encoded);
+  if (!decoded || decoded->size() > kMaxClaims) return {};
+  const auto json = nlohmann::json::parse(*decoded, nullptr, /*allow_exceptions=*/false);
+  return json.is_object() ? *decoded : std::string();
 }
 
 }  // namespace azkms

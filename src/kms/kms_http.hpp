@@ -27,4 +27,9 @@ std::string kms_response_bytes(const HttpResponse& response);
 // and short (at most 64 characters, control characters escaped); empty when there is none.
 std::string key_vault_error_code(const std::string& body);
 
+// The claims challenge of a 401 (`WWW-Authenticate: Bearer ..., claims="<base64 JSON>"`, as
+// Key Vault sends under Continuous Access Evaluation): the decoded JSON object, at most 8 KiB;
+// empty when there is none or it is not base64 of a JSON object.
+std::string claims_challenge(const HttpResponse& response);
+
 }  // namespace azkms

@@ -264,10 +264,10 @@ AccessToken KmsProviders::token(std::string_view name) {
   return token(name, std::chrono::steady_clock::now() + impl_->options.token_timeout);
 }
 
-void KmsProviders::invalidate(std::string_view name) {
+void KmsProviders::invalidate(std::string_view name, std::string_view claims) {
   Entry& entry = impl_->find(name);
   std::lock_guard lock(entry.init_mutex);
-  if (entry.provider) entry.provider->invalidate();
+  if (entry.provider) entry.provider->invalidate(claims);
 }
 
 std::uint64_t KmsProviders::fetch_count(std::string_view name) const {

@@ -1,5 +1,7 @@
 #include "kms/token_provider.hpp"
 
+#include <mutex>
+
 namespace azkms::kms {
 namespace {
 
@@ -7,19 +9,35 @@ class Uncached final : public TokenProvider {
  public:
   Uncached(std::shared_ptr<TokenSource> source, TokenRequest request)
       : source_(std::move(source)), request_(std::move(request)) {}
-  AccessToken get(Deadline deadline) override { return source_->fetch(request_, deadline); }
-  void invalidate() override {}
+  AccessToken get(Deadline deadline) override {
+    TokenRequest request = request_;
+    {
+      std::lock_guard lock(mutex_);
+      request.claims = pending_claims_;
+    }
+    AccessToken token = source_->fetch(request, deadline);
+    std::lock_guard lock(mutex_);
+    if (pending_claims_ == request.claims) pending_claims_.clear();
+    return token;
+  }
+  // Every get() fetches, so there is no token to drop; a claims challenge goes with the next.
+  void invalidate(std::string_view claims) override {
+    std::lock_guard lock(mutex_);
+    pending_claims_ = claims;
+  }
 
  private:
   std::shared_ptr<TokenSource> source_;
   TokenRequest request_;
+  std::mutex mutex_;
+  std::string pending_claims_;
 };
 
 class Cached final : public TokenProvider {
  public:
   explicit Cached(TokenHandle handle) : handle_(std::move(handle)) {}
   AccessToken get(Deadline deadline) override { return handle_.get(deadline); }
-  void invalidate() override { handle_.invalidate(); }
+  void invalidate(std::string_view claims) override { handle_.invalidate(claims); }
 
  private:
   TokenHandle handle_;

@@ -16,8 +16,8 @@ class TokenProvider {
   virtual ~TokenProvider() = default;
   // A token usable now; fetched from the source when there is no fresh one.
   virtual AccessToken get(Deadline deadline) = 0;
-  // Forgets the current token (Key Vault refused it).
-  virtual void invalidate() = 0;
+  // Forgets the current token (Key Vault refused it, with `claims` when it sent a challenge).
+  virtual void invalidate(std::string_view claims) = 0;
 };
 
 // `cache` null: every call fetches.

@@ -90,12 +90,16 @@ class WorkloadIdentitySource final : public HttpTokenSource {
     http.method = "POST";
     http.url = endpoint_;
     http.headers.push_back({"Content-Type", "application/x-www-form-urlencoded"});
-    http.body = form_encode(
-        {{"client_id", client_id},
-         {"grant_type", "client_credentials"},
-         {"client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"},
-         {"client_assertion", assertion.reveal()},
-         {"scope", scope}});
+    QueryParams form{
+        {"client_id", client_id},
+        {"grant_type", "client_credentials"},
+        {"client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"},
+        {"client_assertion", assertion.reveal()},
+        {"scope", scope}};
+    // A claims challenge from the resource (Continuous Access Evaluation) goes to Entra ID,
+    // which issues a token satisfying it.
+    if (!request.claims.empty()) form.emplace_back("claims", request.claims);
+    http.body = form_encode(form);
     return http;
   }
 
