@@ -1,29 +1,14 @@
 #include "platform_token_cache.hpp"
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-
 #include <algorithm>
-#include <array>
 #include <cctype>
-#include <stdexcept>
+
+#include "sha256.hpp"
 
 namespace azkms::emulator {
 
 std::string PlatformTokenCache::sha256_hex(const std::string& token) {
-  std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
-  unsigned int length = 0;
-  if (EVP_Digest(token.data(), token.size(), digest.data(), &length, EVP_sha256(), nullptr) != 1) {
-    throw std::runtime_error("emulator: SHA-256 failed");
-  }
-  std::array<char, 2 * EVP_MAX_MD_SIZE + 1> text{};
-  if (OPENSSL_buf2hexstr_ex(text.data(), text.size(), nullptr, digest.data(), length, '\0') != 1) {
-    throw std::runtime_error("emulator: hex encoding failed");
-  }
-  std::string hex(text.data());
-  std::transform(hex.begin(), hex.end(), hex.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return hex;
+  return azkms::sha256_hex(token);
 }
 
 PlatformTokenCache::Entry PlatformTokenCache::get(const std::string& scope,
