@@ -68,11 +68,8 @@ TEST(ClaimsChallengeTest, AKeyVaultChallengeReachesWorkloadIdentity) {
   vault.start();
   const fs::path dir = testing::make_temp_dir("azkms-claims");
 
-  auto env = std::make_shared<MapEnvironment>();
-  for (const auto& [name, value] :
-       identity.client_environment(emulator::Endpoint::kWorkloadIdentity)) {
-    env->set(name, value);
-  }
+  auto env = std::make_shared<MapEnvironment>(
+      identity.client_environment(emulator::Endpoint::kWorkloadIdentity));
   KmsProvidersOptions provider_options;
   provider_options.environment = env;
   auto providers = std::make_shared<KmsProviders>(provider_options);

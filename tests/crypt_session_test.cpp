@@ -426,11 +426,8 @@ class CryptSessionEmulatorTest : public ::testing::Test {
     vault_->clear_faults();
     vault_->unrestrict("mongo-key");
     dir_ = testing::make_temp_dir("azkms-crypt-e2e");
-    auto env = std::make_shared<MapEnvironment>();
-    for (const auto& [name, value] :
-         identity_->client_environment(emulator::Endpoint::kAppService)) {
-      env->set(name, value);
-    }
+    auto env = std::make_shared<MapEnvironment>(
+        identity_->client_environment(emulator::Endpoint::kAppService));
     KmsProvidersOptions provider_options;
     provider_options.environment = env;
     providers_ = std::make_shared<KmsProviders>(provider_options);

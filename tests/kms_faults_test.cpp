@@ -142,11 +142,8 @@ class KmsFaults : public ::testing::Test {
 
   // The App Service identity endpoint of the emulator, as detection finds it.
   static std::shared_ptr<KmsProviders> make_providers() {
-    auto env = std::make_shared<MapEnvironment>();
-    for (const auto& [name, value] :
-         identity_->client_environment(emulator::Endpoint::kAppService)) {
-      env->set(name, value);
-    }
+    auto env = std::make_shared<MapEnvironment>(
+        identity_->client_environment(emulator::Endpoint::kAppService));
     KmsProvidersOptions options;
     options.environment = env;
     options.context.http =

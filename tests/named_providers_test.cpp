@@ -106,11 +106,8 @@ class NamedProvidersTest : public ::testing::Test {
   // azure (system-assigned), azure:prod (system-assigned) and azure:analytics (a user-assigned
   // identity), all on the emulator's App Service endpoint.
   static std::shared_ptr<KmsProviders> make_providers(bool with_analytics = true) {
-    auto env = std::make_shared<MapEnvironment>();
-    for (const auto& [name, value] :
-         identity_->client_environment(emulator::Endpoint::kAppService)) {
-      env->set(name, value);
-    }
+    auto env = std::make_shared<MapEnvironment>(
+        identity_->client_environment(emulator::Endpoint::kAppService));
     KmsProvidersOptions options;
     options.environment = env;
     auto providers = std::make_shared<KmsProviders>(options);
@@ -291,10 +288,8 @@ TEST_F(NamedProvidersTest, DecryptingWithAProviderTheSessionLacksIsAClearError) 
 }
 
 TEST_F(NamedProvidersTest, ASessionWithOnlyNamedProvidersNeedsNoBaseProvider) {
-  auto env = std::make_shared<MapEnvironment>();
-  for (const auto& [name, value] : identity_->client_environment(emulator::Endpoint::kAppService)) {
-    env->set(name, value);
-  }
+  auto env = std::make_shared<MapEnvironment>(
+      identity_->client_environment(emulator::Endpoint::kAppService));
   KmsProvidersOptions options;
   options.environment = env;
   auto providers = std::make_shared<KmsProviders>(options);

@@ -32,9 +32,7 @@ emulator::Options with_platform_cache() {
 
 std::shared_ptr<MapEnvironment> environment_of(const emulator::Emulator& emulator,
                                                emulator::Endpoint endpoint) {
-  auto env = std::make_shared<MapEnvironment>();
-  for (const auto& [name, value] : emulator.client_environment(endpoint)) env->set(name, value);
-  return env;
+  return std::make_shared<MapEnvironment>(emulator.client_environment(endpoint));
 }
 
 // Key Vault's transport, refusing (401) every token named in `revoked`, as Key Vault does once
