@@ -39,6 +39,28 @@ inline std::filesystem::path cli_path() {
   return std::filesystem::read_symlink("/proc/self/exe").parent_path() / "azkms";
 }
 
+// Runs a shell command line; its exit code (-1 when it did not exit) and what it wrote on
+// stdout.
+struct CommandRun {
+  int exit_code = -1;
+  std::string out;
+};
+inline CommandRun run_command(const std::string& command) {
+  CommandRun run;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) {
+    ADD_FAILURE() << "popen failed";
+    return run;
+  }
+  std::array<char, 4096> buffer{};
+  while (std::size_t n = std::fread(buffer.data(), 1, buffer.size(), pipe)) {
+    run.out.append(buffer.data(), n);
+  }
+  const int status = ::pclose(pipe);
+  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return run;
+}
+
 // Runs build/bin/azkms with exactly `vars` as its environment (plus PATH); its stderr goes
 // through a file in `scratch`.
 inline CliRun run_cli(const std::map<std::string, std::string>& vars, const std::string& arguments,
@@ -65,16 +87,9 @@ inline CliRun run_cli(const std::map<std::string, std::string>& vars, const std:
   command += " " + shell_quote(cli_path().string()) + " " + arguments + " 2>" +
              shell_quote(err_file.string());
   CliRun run;
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (pipe == nullptr) {
-    ADD_FAILURE() << "popen failed";
-    return run;
-  }
-  std::array<char, 4096> buffer{};
-  while (std::size_t n = std::fread(buffer.data(), 1, buffer.size(), pipe))
-    run.out.append(buffer.data(), n);
-  const int status = ::pclose(pipe);
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  const CommandRun ran = run_command(command);
+  run.out = ran.out;
+  run.exit_code = ran.exit_code;
   std::ifstream in(err_file);
   std::stringstream err;
   err << in.rdbuf();

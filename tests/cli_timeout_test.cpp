@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <string>
 
+#include "cli_runner.hpp"
 #include "emulator.hpp"
 #include "loopback_only.hpp"
 
@@ -41,17 +42,9 @@ CliRun run_token(const emulator::Emulator& emu, const std::string& timeout) {
   const std::string command =
       "env -i PATH=/usr/bin:/bin AZURE_POD_IDENTITY_AUTHORITY_HOST=" + authority->second + " " +
       cli_path().string() + " token --source imds --timeout-ms " + timeout + " 2>&1";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (pipe == nullptr) {
-    ADD_FAILURE() << "popen failed";
-    return run;
-  }
-  std::array<char, 4096> buffer{};
-  while (std::size_t n = std::fread(buffer.data(), 1, buffer.size(), pipe)) {
-    run.output.append(buffer.data(), n);
-  }
-  const int status = ::pclose(pipe);
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  const testing::CommandRun ran = testing::run_command(command);
+  run.output = ran.out;
+  run.exit_code = ran.exit_code;
   return run;
 }
 

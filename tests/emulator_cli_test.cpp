@@ -14,6 +14,7 @@
 #include <string>
 
 #include "azkms/version.h"
+#include "cli_runner.hpp"
 
 namespace azkms {
 namespace {
@@ -36,17 +37,9 @@ EmulatorRun run_emulator(const std::string& arguments) {
   EmulatorRun run;
   const std::string command = "env -i PATH=/usr/bin:/bin timeout 20 " + emulator_path().string() +
                               " " + arguments + " --quiet 2>&1";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (pipe == nullptr) {
-    ADD_FAILURE() << "popen failed";
-    return run;
-  }
-  std::array<char, 4096> buffer{};
-  while (std::size_t n = std::fread(buffer.data(), 1, buffer.size(), pipe)) {
-    run.output.append(buffer.data(), n);
-  }
-  const int status = ::pclose(pipe);
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  const testing::CommandRun ran = testing::run_command(command);
+  run.output = ran.out;
+  run.exit_code = ran.exit_code;
   return run;
 }
 
