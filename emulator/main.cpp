@@ -81,11 +81,6 @@ void print_env(const Emulator& emulator, Endpoint endpoint, const KeyVaultServer
   for (const auto& [name, value] : emulator.sdk_environment(endpoint)) {
     std::cout << "export " << name << "=" << shell_quote(value) << "\n";
   }
-  if (endpoint == Endpoint::kWorkloadIdentity) {
-    // azkms takes plain http on loopback and does not read SSL_CERT_FILE.
-    std::cout << "# azkms: AZURE_AUTHORITY_HOST="
-              << emulator.client_environment(endpoint).at("AZURE_AUTHORITY_HOST") << "\n";
-  }
   if (vault != nullptr) {
     const std::string& key = vault->options().keys.front();
     std::cout << "export AZKMS_KEY_VAULT_URL=" << shell_quote(vault->url()) << "\n"

@@ -17,7 +17,7 @@ struct WatchedVariable {
 };
 
 // Every variable that any source reads, in the order `azkms detect` shows them.
-constexpr std::array<WatchedVariable, 13> kWatched{{
+constexpr std::array<WatchedVariable, 14> kWatched{{
     {sources::kIdentityEndpoint, false},
     {sources::kIdentityHeader, true},
     {sources::kIdentityServerThumbprint, false},
@@ -31,6 +31,7 @@ constexpr std::array<WatchedVariable, 13> kWatched{{
     {sources::kAzureTenantId, false},
     {sources::kAzureAuthorityHost, false},
     {sources::kArcTokenDirectory, false},
+    {sources::kSslCertFile, false},
 }};
 
 std::vector<DetectedVariable> seen_variables(const Environment& env) {
@@ -53,6 +54,12 @@ Detection detect(const Environment& environment, std::optional<SourceKind> force
                  SourceContext context) {
   Detection detection;
   detection.variables = seen_variables(environment);
+  // As OpenSSL-based clients do (curl's tool, Go's, Python's): the CA bundle named by
+  // SSL_CERT_FILE. libcurl itself ignores it, because it always names its own bundle.
+  if (context.ca_file.empty()) {
+    auto ca_file = sources::get(environment, sources::kSslCertFile);
+    if (ca_file && !ca_file->empty()) context.ca_file = *ca_file;
+  }
   sources::Candidate chosen;
   if (force) {
     const auto* registration = sources::find_registration(*force);

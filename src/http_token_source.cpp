@@ -94,7 +94,11 @@ HttpTokenSource::HttpTokenSource(SourceContext context) : context_(context.with_
 
 RetryPolicy HttpTokenSource::retry_policy() const { return RetryPolicy::identity_endpoint(); }
 
-HttpOptions HttpTokenSource::http_options() const { return HttpOptions{}; }
+HttpOptions HttpTokenSource::http_options() const {
+  HttpOptions options;
+  options.ca_file = context_.ca_file;
+  return options;
+}
 
 HttpResponse HttpTokenSource::exchange(const HttpRequest& request, const HttpOptions& options) {
   return context_.http->send(request, options);

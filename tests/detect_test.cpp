@@ -386,6 +386,69 @@ TEST(Detect, ArcKeyDirectoryOverrideIsReported) {
   EXPECT_TRUE(listed);
 }
 
+// Keeps the options of every exchange and answers none.
+class OptionsRecordingClient final : public HttpClient {
+ public:
+  HttpResponse send(const HttpRequest&, const HttpOptions& options) override {
+    ca_files.push_back(options.ca_file);
+    pins.push_back(options.pinned_sha1_thumbprint.value_or(""));
+    throw Error(ErrorCode::kConfiguration, "not sent");
+  }
+  std::vector<std::string> ca_files;
+  std::vector<std::string> pins;
+};
+
+// The CA file each exchange of the detected source is given.
+std::string ca_file_used(const MapEnvironment& env, std::string explicit_ca_file = "") {
+  auto recording = std::make_shared<OptionsRecordingClient>();
+  SourceContext context = offline();
+  context.http = recording;
+  context.ca_file = std::move(explicit_ca_file);
+  auto source = make_source(env, std::nullopt, context);
+  EXPECT_THROW(source->fetch(TokenRequest{}, Deadline::max()), Error);
+  EXPECT_EQ(recording->ca_files.size(), 1u);
+  return recording->ca_files.empty() ? "(none sent)" : recording->ca_files.front();
+}
+
+TEST(Detect, SslCertFileBecomesTheTrustAnchorsOfHttpsEndpoints) {
+  const Vars app_service{{"IDENTITY_ENDPOINT", "https://127.0.0.1:2377/msi/token"},
+                         {"IDENTITY_HEADER", kHeaderSecret}};
+  EXPECT_EQ(ca_file_used(MapEnvironment(app_service)), "");
+
+  Vars with_ca = app_service;
+  with_ca["SSL_CERT_FILE"] = "/etc/azkms-test/ca.pem";
+  const MapEnvironment env(with_ca);
+  EXPECT_EQ(ca_file_used(env), "/etc/azkms-test/ca.pem");
+  // An explicit SourceContext::ca_file wins.
+  EXPECT_EQ(ca_file_used(env, "/etc/azkms-test/other.pem"), "/etc/azkms-test/other.pem");
+  // Empty counts as unset.
+  with_ca["SSL_CERT_FILE"] = "";
+  EXPECT_EQ(ca_file_used(MapEnvironment(with_ca)), "");
+
+  const Detection detection = detect_in(env);
+  bool listed = false;
+  for (const auto& variable : detection.variables) {
+    listed |= variable.name == "SSL_CERT_FILE" && variable.value == "/etc/azkms-test/ca.pem";
+  }
+  EXPECT_TRUE(listed);
+}
+
+TEST(Detect, ServiceFabricStaysPinnedWhateverSslCertFileSays) {
+  auto recording = std::make_shared<OptionsRecordingClient>();
+  SourceContext context = offline();
+  context.http = recording;
+  MapEnvironment env(Vars{{"IDENTITY_ENDPOINT", "https://127.0.0.1:2377/metadata/identity"},
+                          {"IDENTITY_HEADER", kHeaderSecret},
+                          {"IDENTITY_SERVER_THUMBPRINT", kThumbprint},
+                          {"SSL_CERT_FILE", "/etc/azkms-test/ca.pem"}});
+  auto source = make_source(env, std::nullopt, context);
+  ASSERT_EQ(source->kind(), SourceKind::kServiceFabric);
+  EXPECT_THROW(source->fetch(TokenRequest{}, Deadline::max()), Error);
+  ASSERT_EQ(recording->pins.size(), 1u);
+  EXPECT_EQ(recording->pins.front().size(), 40u);
+  EXPECT_EQ(recording->ca_files.front(), "");
+}
+
 TEST(Detect, MakeSourceReturnsTheDetectedSource) {
   MapEnvironment env(Vars{{"MSI_ENDPOINT", "http://127.0.0.1:1/t"}});
   const auto source = make_source(env, std::nullopt, offline());

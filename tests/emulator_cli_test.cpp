@@ -23,6 +23,11 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
+struct CliRunOutput {
+  int exit_code = -1;
+  std::string output;
+};
+
 struct EmulatorRun {
   int exit_code = -1;
   std::string output;  // stdout and stderr together
@@ -95,6 +100,49 @@ TEST_F(EmulatorCli, ListFaultsExitsZero) {
   const EmulatorRun run = run_emulator("--list-faults");
   EXPECT_EQ(run.exit_code, 0) << run.output;
   EXPECT_THAT(run.output, HasSubstr("500"));
+}
+
+// `eval "$(azkms-emulator --print-env <endpoint>)"` is all that `azkms token` needs, for every
+// endpoint: the emulator serves in the background and print-env names its process. The token
+// is replaced before the output reaches the test.
+CliRunOutput token_with_print_env(const std::string& endpoint, const std::string& after_eval) {
+  const std::string script =
+      "out=\"$(timeout 20 \"$1\" --print-env \"$3\" --quiet)\" || { echo 'did not start'; exit 90; "
+      "}\n"
+      "eval \"$out\"\n" +
+      after_eval +
+      "\n"
+      "timeout 60 \"$2\" token --source \"$3\" --json 2>&1 |\n"
+      "  sed 's/\"accessToken\":\"[^\"]*\"/\"accessToken\":\"[present]\"/'\n"
+      "rc=${PIPESTATUS[0]}\n"
+      "kill \"$AZKMS_EMULATOR_PID\"\n"
+      "exit $rc\n";
+  const std::string command =
+      "env -i PATH=/usr/bin:/bin bash -c " + testing::shell_quote(script) + " _ " +
+      testing::shell_quote(emulator_path().string()) + " " +
+      testing::shell_quote((emulator_path().parent_path() / "azkms").string()) + " " +
+      testing::shell_quote(endpoint) + " 2>&1";
+  const testing::CommandRun ran = testing::run_command(command);
+  return {ran.exit_code, ran.out};
+}
+
+TEST_F(EmulatorCli, PrintEnvIsAllTheCommandLineNeedsForEveryEndpoint) {
+  for (const char* endpoint : {"imds", "app-service", "app-service-2017", "azure-ml", "cloud-shell",
+                               "azure-arc", "service-fabric", "workload-identity"}) {
+    const CliRunOutput run = token_with_print_env(endpoint, "");
+    EXPECT_EQ(run.exit_code, 0) << endpoint << ": " << run.output;
+    EXPECT_THAT(run.output, HasSubstr("\"accessToken\":\"[present]\"")) << endpoint;
+    EXPECT_THAT(run.output, HasSubstr(std::string("\"source\":\"") + endpoint + "\"")) << endpoint;
+  }
+}
+
+// Workload identity's authority is served over https, as Entra ID is: the emulator's CA reaches
+// azkms through SSL_CERT_FILE, and without it the authority is not trusted.
+TEST_F(EmulatorCli, PrintEnvTrustsTheWorkloadAuthorityThroughSslCertFile) {
+  const CliRunOutput untrusted = token_with_print_env("workload-identity", "unset SSL_CERT_FILE");
+  EXPECT_NE(untrusted.exit_code, 0) << untrusted.output;
+  EXPECT_THAT(untrusted.output, HasSubstr("\"code\":\"tls\"")) << untrusted.output;
+  EXPECT_THAT(untrusted.output, HasSubstr("https://127.0.0.1:")) << untrusted.output;
 }
 
 }  // namespace

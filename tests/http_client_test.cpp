@@ -4,11 +4,13 @@
 #include <httplib.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -824,6 +826,50 @@ TEST_F(TlsServerTest, CaFileOfAnotherCertificateIsRefused) {
   options.ca_file = tls().other.cert_pem.string();
   const Error e = expect_error([&] { client->send(get(server_->url("/")), options); });
   EXPECT_EQ(e.code(), ErrorCode::kTls) << e.what();
+}
+
+// The CA file comes from configuration (HttpOptions::ca_file, SSL_CERT_FILE) that another party
+// may control. A FIFO there would block the exchange in open() until a writer appears, past
+// every deadline; a directory or an endless device must not be read either.
+TEST_F(TlsServerTest, CaFileThatIsNotARegularFileIsRefusedWithoutBlocking) {
+  const auto dir = azkms::testing::make_temp_dir("ca-file");
+  const auto fifo = dir / "ca.pem";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  for (const std::string& path : {fifo.string(), dir.string(), std::string("/dev/zero")}) {
+    auto client = make_curl_http_client();
+    HttpOptions options;
+    options.timeout = 2s;
+    options.ca_file = path;
+    auto sent = std::async(std::launch::async, [&] {
+      try {
+        client->send(get(server_->url("/")), options);
+        return std::optional<Error>{};
+      } catch (const Error& e) {
+        return std::optional<Error>{e};
+      }
+    });
+    if (sent.wait_for(30s) != std::future_status::ready) {
+      // The exchange is stuck in a read that nothing can end (an endless device), or in an
+      // open() that only a writer could end: report it and end the process instead of hanging.
+      std::fprintf(stderr, "FAILED: the exchange blocked on the CA file %s\n", path.c_str());
+      std::fflush(stderr);
+      std::_Exit(1);
+    }
+    const auto error = sent.get();
+    ASSERT_TRUE(error.has_value()) << path;
+    EXPECT_EQ(error->code(), ErrorCode::kConfiguration) << error->what();
+    EXPECT_NE(std::string(error->what()).find(path), std::string::npos) << error->what();
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST_F(TlsServerTest, MissingCaFileIsAConfigurationErrorNamingIt) {
+  auto client = make_curl_http_client();
+  HttpOptions options;
+  options.ca_file = "/nonexistent/azkms-ca.pem";
+  const Error e = expect_error([&] { client->send(get(server_->url("/")), options); });
+  EXPECT_EQ(e.code(), ErrorCode::kConfiguration) << e.what();
+  EXPECT_NE(std::string(e.what()).find("/nonexistent/azkms-ca.pem"), std::string::npos) << e.what();
 }
 
 TEST_F(TlsServerTest, CaFileStillChecksTheHostName) {

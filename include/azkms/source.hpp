@@ -60,6 +60,12 @@ struct AZKMS_EXPORT SourceContext {
   // Replaces the source's own retry policy when set (e.g. RetryPolicy::no_retries() to see
   // every first answer as it is, as the MongoDB drivers' IMDS tests expect).
   std::optional<RetryPolicy> retry_policy;
+  // Extra trust anchors (a PEM file) for identity endpoints reached over https (a workload
+  // identity authority), used as OpenSSL uses SSL_CERT_FILE: in place of the default bundle,
+  // next to the system's certificate directory. Empty: detect() takes SSL_CERT_FILE from the
+  // environment when it is set. Service Fabric's pinned certificate is checked by its
+  // thumbprint whatever this says.
+  std::string ca_file;
 
   // Fills empty members with the defaults.
   [[nodiscard]] SourceContext with_defaults() const;

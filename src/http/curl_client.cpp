@@ -49,6 +49,7 @@
 #include "azkms/error.hpp"
 #include "azkms/http.hpp"
 #include "encoding.hpp"
+#include "file_reader.hpp"
 #include "fork_safety.hpp"
 #include "http/connection_failure.hpp"
 #include "http/curl_client.hpp"
@@ -65,6 +66,8 @@ constexpr std::size_t kMaxIdleHandles = 16;
 // All header lines of one answer together. Identity endpoints and Key Vault send a few hundred
 // bytes of headers; libcurl 7.x limits each line (100 KiB) but not how many lines come.
 constexpr std::size_t kMaxHeaderBytes = 64u * 1024;
+// A CA file: Debian's whole bundle is about 200 KiB.
+constexpr std::size_t kMaxCaFileBytes = 4u * 1024 * 1024;
 
 // The innermost ScopedCancellation of each thread.
 thread_local const Cancellation* t_scoped_cancellation = nullptr;
@@ -118,6 +121,20 @@ struct Transfer {
   std::string presented_thumbprint;
   bool pin_mismatch = false;
 };
+
+// The extra trust anchors, read by the library rather than by OpenSSL: the path comes from
+// configuration (HttpOptions::ca_file, SSL_CERT_FILE), and OpenSSL's fopen() would block on a
+// FIFO until a writer appears and read a device without end. Empty when there is no file.
+std::string read_ca_file(const std::string& path) {
+  if (path.empty()) return {};
+  FileReadRules rules;
+  rules.what = "the CA file";
+  rules.code = ErrorCode::kConfiguration;
+  rules.max_bytes = kMaxCaFileBytes;
+  rules.follow_links = true;  // /etc/ssl/certs is made of links
+  rules.open_hint = "check the CA file named by ca_file or SSL_CERT_FILE";
+  return read_regular_file(path, rules);
+}
 
 bool cancellation_requested(const Transfer& t) {
   return (t.cancellation != nullptr && t.cancellation->cancelled()) ||
@@ -339,6 +356,8 @@ class CurlHttpClient final : public HttpClient, private detail::ForkAware {
       throw Error(ErrorCode::kTimeout, what + ": no time left before the deadline");
     }
 
+    std::string ca_pem = https ? read_ca_file(options.ca_file) : std::string();
+
     Transfer t;
     t.max_bytes = options.max_response_bytes;
     t.head = request.method == "HEAD";
@@ -437,10 +456,12 @@ class CurlHttpClient final : public HttpClient, private detail::ForkAware {
       curl_easy_setopt(h, CURLOPT_SSLVERSION, static_cast<long>(CURL_SSLVERSION_TLSv1_2));
       curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
       curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, t.pin.empty() ? 2L : 0L);
-      if (!options.ca_file.empty()) {
-        // CAINFO replaces the default bundle; the hashed system directory keeps the system
-        // store in play next to the extra anchor.
-        curl_easy_setopt(h, CURLOPT_CAINFO, options.ca_file.c_str());
+      if (!ca_pem.empty()) {
+        // The anchors replace the default bundle (as SSL_CERT_FILE does for OpenSSL); the
+        // hashed system directory keeps the system store in play next to them. curl copies
+        // the blob.
+        curl_blob blob{ca_pem.data(), ca_pem.size(), CURL_BLOB_COPY};
+        curl_easy_setopt(h, CURLOPT_CAINFO_BLOB, &blob);
         if (const auto* info = curl_version_info(CURLVERSION_NOW); info->capath != nullptr) {
           curl_easy_setopt(h, CURLOPT_CAPATH, info->capath);
         }

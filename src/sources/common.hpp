@@ -29,6 +29,8 @@ inline constexpr std::string_view kAzureClientId = "AZURE_CLIENT_ID";
 inline constexpr std::string_view kAzureTenantId = "AZURE_TENANT_ID";
 inline constexpr std::string_view kAzureAuthorityHost = "AZURE_AUTHORITY_HOST";
 inline constexpr std::string_view kArcTokenDirectory = "AZKMS_ARC_TOKEN_DIRECTORY";
+// Not a source's own: the trust anchors for an https identity endpoint (SourceContext::ca_file).
+inline constexpr std::string_view kSslCertFile = "SSL_CERT_FILE";
 inline constexpr std::string_view kArcAgentBinary = "/opt/azcmagent/bin/himds";
 
 using QueryParams = std::vector<std::pair<std::string_view, std::string_view>>;
