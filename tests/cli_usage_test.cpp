@@ -128,6 +128,27 @@ TEST_F(CliUsage, JsonAppliesToErrors) {
   EXPECT_THAT(run.out, Not(HasSubstr(identity_header)));
 }
 
+// A script that asked for JSON reads stdout: a usage error is one JSON object there too.
+TEST_F(CliUsage, JsonAppliesToUsageErrors) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"token --json --timeout-ms 0", "--timeout-ms"},
+      {"token --timeout-ms 0 --json", "--timeout-ms"},
+      {"token --json --no-such-flag", "no-such-flag"},
+      {"detect --json --source nope", "unknown source 'nope'"},
+  };
+  for (const auto& [arguments, says] : cases) {
+    const auto before = requests();
+    const CliRun run = run_cli(app_service(), arguments, scratch_);
+    EXPECT_EQ(run.exit_code, 2) << arguments << ": " << run.err;
+    EXPECT_TRUE(run.err.empty()) << arguments << ": " << run.err;
+    const auto shown = nlohmann::json::parse(run.out, nullptr, /*allow_exceptions=*/false);
+    ASSERT_TRUE(shown.is_object()) << arguments << ": " << run.out;
+    EXPECT_EQ(shown.at("error").at("code"), "usage") << run.out;
+    EXPECT_THAT(shown.at("error").at("message").get<std::string>(), HasSubstr(says)) << run.out;
+    EXPECT_EQ(requests(), before) << arguments;
+  }
+}
+
 TEST_F(CliUsage, JsonErrorHasNullWhereAFieldDoesNotApply) {
   // A workload identity without its variables: refused before any request.
   auto vars = app_service();

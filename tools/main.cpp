@@ -1,6 +1,6 @@
 // azkms: see what azkms detects in this environment, fetch a token, or run the end-to-end demo.
 // Exit codes: 0 success, 1 a runtime failure (one line on stderr, or with --json one JSON
-// object on stdout; never a secret), 2 usage.
+// object on stdout; never a secret), 2 usage (with --json, the same object, code "usage").
 #include <algorithm>
 #include <cstdlib>
 #include <iostream>
@@ -182,7 +182,8 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "azkms " AZKMS_VERSION_STRING);
   app.footer(
       "Exit status: 0 success, 1 failure (one line on stderr; with --json, one JSON object "
-      "{\"error\": {...}} on stdout), 2 usage error.");
+      "{\"error\": {...}} on stdout), 2 usage error (with --json, the same object with code "
+      "\"usage\").");
   const auto detect = add_detect_command(app);
   const auto token = add_token_command(app);
   const auto demo = add_demo_command(app);
@@ -192,6 +193,12 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    // A script that asked for JSON reads stdout only: its usage errors are JSON too, with the
+    // code "usage" (help and --version still print text and exit 0).
+    if (e.get_exit_code() != 0 && wants_json(app)) {
+      print_json_error("usage", e.what(), nullptr);
+      return kExitUsage;
+    }
     return app.exit(e) == 0 ? 0 : kExitUsage;
   }
   try {
