@@ -40,7 +40,9 @@
 #include "azkms/cache.hpp"
 #include "azkms/detect.hpp"
 #include "azkms/error.hpp"
+#include "azkms/log.hpp"
 #include "emulator.hpp"
+#include "log.hpp"
 #include "loopback_listener.hpp"
 #include "loopback_only.hpp"
 
@@ -442,6 +444,53 @@ TEST_F(ForkedCacheTest, ChildRenewsTheInheritedCacheInTheBackground) {
   EXPECT_NE(values["token"], first);
   EXPECT_EQ(values["token"].rfind("token-" + values["pid"] + "-", 0), 0u)
       << "the child's token was not fetched by the child";
+}
+
+// ---- locks and waits of the parent's threads -----------------------------------------------
+
+// A parent thread is inside one of azkms's process-wide objects at the fork; the child (one
+// thread, which starts none) then uses that object and must not block on what the parent's
+// thread left behind. The parent is quiet while it forks (its other thread waits rather than
+// allocates), so these run under AddressSanitizer, and under ThreadSanitizer too.
+class ForkedStateTest : public ::testing::Test {};
+
+// set_log_hook() drops the previous hook while it holds the hook's lock: a hook whose captured
+// state takes long to destroy keeps a parent thread inside that lock while the main thread
+// forks. The child installs a hook of its own and logs.
+TEST_F(ForkedStateTest, AChildLogsWhenAParentThreadHeldTheLogHookAtTheFork) {
+  std::atomic<bool> holding{false};
+  std::atomic<bool> forking{false};
+  {
+    // Destroyed by the set_log_hook() that replaces the hook: it holds the lock from then until
+    // half a second after the main thread starts forking.
+    std::shared_ptr<int> slow_to_destroy(new int(0), [&](const int* value) {
+      holding = true;
+      while (!forking.load()) std::this_thread::sleep_for(milliseconds{1});
+      std::this_thread::sleep_for(milliseconds{500});
+      delete value;
+    });
+    set_log_hook([slow_to_destroy](LogLevel, std::string_view) {});
+  }
+  std::thread replacer([] { set_log_hook([](LogLevel, std::string_view) {}); });
+  const auto until = Steady::now() + seconds{20};
+  while (!holding.load() && Steady::now() < until) std::this_thread::sleep_for(milliseconds{1});
+  ASSERT_TRUE(holding.load()) << "the replaced hook was never destroyed";
+
+  forking = true;
+  Child child([](int out) {
+    set_log_hook([out](LogLevel, std::string_view message) {
+      report(out, "logged " + std::string(message));
+    });
+    log(LogLevel::kWarning, "from-the-child");
+    report(out, "done");
+  });
+  const ChildOutcome outcome = child.wait_at_most(seconds{20});
+  replacer.join();
+  set_log_hook(nullptr);
+  ASSERT_TRUE(outcome.finished) << "the child was still blocked after 20 s";
+  EXPECT_EQ(outcome.exit_code, 0);
+  EXPECT_NE(outcome.output.find("logged from-the-child\n"), std::string::npos) << outcome.output;
+  EXPECT_NE(outcome.output.find("done\n"), std::string::npos);
 }
 
 // ---- shutdown ------------------------------------------------------------------------------
