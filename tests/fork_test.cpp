@@ -493,6 +493,62 @@ TEST_F(ForkedStateTest, AChildLogsWhenAParentThreadHeldTheLogHookAtTheFork) {
   EXPECT_NE(outcome.output.find("done\n"), std::string::npos);
 }
 
+// exit() in a child runs the static destructors, the system clock's among them, and then
+// this: registered during static initialisation, before the first Clock::system() call (a
+// function-local static) registers the clock's destruction, so it runs after that. It reports
+// the clock's destruction to the parent and ends the child without the rest of exit().
+int g_exit_report_fd = -1;
+const bool g_exit_reporter = [] {
+  std::atexit([] {
+    if (g_exit_report_fd < 0) return;
+    report(g_exit_report_fd, "clock-destroyed");
+    ::_exit(0);
+  });
+  return true;
+}();
+
+// A parent thread sleeping in the system clock at the fork is a waiter that the child's copy of
+// the clock's condition variable still counts, and never loses: glibc's
+// pthread_cond_destroy() waits until every counted waiter has left. The child sleeps and wakes
+// the clock's sleepers a few times, then exits like a pre-fork server's worker, which destroys
+// the clock.
+TEST_F(ForkedStateTest, AChildSleepsWakesAndExitsWhenAParentThreadSleptInTheClockAtTheFork) {
+  ASSERT_TRUE(g_exit_reporter);
+  auto clock = Clock::system();
+  std::atomic<bool> asleep{false};
+  std::atomic<bool> stop{false};
+  std::thread sleeper([&] {
+    while (!stop.load()) {
+      asleep = true;
+      clock->sleep_until(clock->steady_now() + std::chrono::hours{1});
+    }
+  });
+  const auto until = Steady::now() + seconds{20};
+  while (!asleep.load() && Steady::now() < until) std::this_thread::sleep_for(milliseconds{1});
+  // Time to get from the flag into the wait.
+  std::this_thread::sleep_for(milliseconds{300});
+
+  Child child([&](int out) {
+    for (int i = 0; i < 3; ++i) {
+      clock->sleep_until(clock->steady_now() + milliseconds{20});
+      clock->wake_all();
+    }
+    report(out, "slept-and-woke");
+    clock.reset();  // the static in Clock::system() is then the last owner
+    g_exit_report_fd = out;
+    std::exit(0);
+  });
+  const ChildOutcome outcome = child.wait_at_most(seconds{20});
+  stop = true;
+  clock->wake_all();
+  sleeper.join();
+  ASSERT_TRUE(outcome.finished) << "the child was still blocked after 20 s, having said: "
+                                << outcome.output;
+  EXPECT_EQ(outcome.exit_code, 0);
+  EXPECT_NE(outcome.output.find("slept-and-woke\n"), std::string::npos) << outcome.output;
+  EXPECT_NE(outcome.output.find("clock-destroyed\n"), std::string::npos) << outcome.output;
+}
+
 // ---- shutdown ------------------------------------------------------------------------------
 
 // A loopback port that accepts connections (the kernel completes the handshake). Without
