@@ -12,10 +12,14 @@
 //    answers, or is waiting to retry a throttled one, calls exit(); it must be gone within a
 //    few seconds, not when the renewal's deadline runs out.
 //
+//  - Locks and waits: a child uses a CryptSession, its named-provider bridge, the log hook and
+//    the system clock while a parent thread was inside them at the fork, and must not block.
+//
 // ThreadSanitizer does not let the child of a threaded process start threads, so this file is
-// kept out of the tsan stage (which builds the *cache* and *concurrency* tests) and skips
-// itself there. AddressSanitizer and UBSan run it, except the test whose parent allocates on
-// several threads while it forks (see ForkTest).
+// kept out of the tsan stage (which builds the *cache* and *concurrency* tests) and the tests
+// whose children do skip themselves there; ForkedStateTest's children start none and run under
+// it in a ThreadSanitizer build. AddressSanitizer and UBSan run the file, except the tests
+// whose parent allocates on several threads while it forks (see ForkTest).
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
@@ -44,6 +48,7 @@
 #include "azkms/log.hpp"
 #include "emulator.hpp"
 #include "key_vault.hpp"
+#include "kms/named_provider_bridge.hpp"
 #include "log.hpp"
 #include "loopback_listener.hpp"
 #include "loopback_only.hpp"
@@ -564,6 +569,61 @@ TEST_F(CryptForkTest, ChildrenUseASessionThatParentThreadsWereUsingAtTheFork) {
   EXPECT_EQ(hangs, 0) << "children were still blocked after 20 s";
   EXPECT_EQ(right, forks) << "a child said: " << unexpected;
   EXPECT_EQ(parent_failures.load(), 0);
+}
+
+// The named-provider bridge of a session (libmongocrypt >= 1.9) answers token requests and
+// looks up whose token a Key Vault request carries, under its lock; here parent threads do both
+// all along while the main thread forks, and each child looks a token up.
+class BridgeForkTest : public ProcessTest {
+ protected:
+  void SetUp() override {
+    ProcessTest::SetUp();
+#ifdef AZKMS_UNDER_ASAN
+    // As in ForkTest: the parent's threads allocate all along.
+    GTEST_SKIP() << "AddressSanitizer's allocator may deadlock a child forked mid-allocation";
+#endif
+  }
+};
+
+TEST_F(BridgeForkTest, ChildrenLookUpTokensWhileParentThreadsAnsweredAtTheFork) {
+  NamedProviderBridge bridge({"azure:prod"});
+  const std::string provider = "azure:prod";
+  AccessToken token;
+  token.token = Secret("bridge-fork-token");
+  token.expires_on = std::chrono::system_clock::now() + std::chrono::hours{1};
+  (void)bridge.answer(provider, token, std::chrono::system_clock::now());
+
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> parent_threads;
+  for (int t = 0; t < 3; ++t) {
+    parent_threads.emplace_back([&] {
+      while (!stop.load()) {
+        (void)bridge.answer(provider, token, std::chrono::system_clock::now());
+        (void)bridge.provider_of_token("bridge-fork-token");
+      }
+    });
+  }
+  constexpr int kForks = 100;
+  int forks = 0;
+  int hangs = 0;
+  int right = 0;
+  for (; forks < kForks && hangs < 2; ++forks) {
+    Child child([&](int out) {
+      const auto named = bridge.provider_of_token("bridge-fork-token");
+      report(out, named.value_or("none"));
+    });
+    const ChildOutcome outcome = child.wait_at_most(seconds{20});
+    if (!outcome.finished) {
+      ++hangs;
+    } else if (outcome.exit_code == 0 && outcome.output == provider + "\n") {
+      ++right;
+    }
+  }
+  stop = true;
+  for (auto& thread : parent_threads) thread.join();
+  SCOPED_TRACE("after " + std::to_string(forks) + " forks");
+  EXPECT_EQ(hangs, 0) << "children were still blocked after 20 s";
+  EXPECT_EQ(right, forks);
 }
 
 // ---- locks and waits of the parent's threads -----------------------------------------------
