@@ -1,6 +1,11 @@
 #include "azkms/clock.hpp"
 
 #include <algorithm>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+
+#include "fork_safety.hpp"
 
 namespace azkms {
 
@@ -10,8 +15,13 @@ SystemTime from_unix_seconds_clamped(std::int64_t seconds) noexcept {
 }
 namespace {
 
-class SystemClock final : public Clock {
+class SystemClock final : public Clock, private detail::ForkAware {
  public:
+  SystemClock() = default;
+  ~SystemClock() override = default;  // fork_registration_ goes first
+  SystemClock(const SystemClock&) = delete;
+  SystemClock& operator=(const SystemClock&) = delete;
+
   [[nodiscard]] SystemTime now() const override { return std::chrono::system_clock::now(); }
   [[nodiscard]] SteadyTime steady_now() const override { return std::chrono::steady_clock::now(); }
 
@@ -33,6 +43,22 @@ class SystemClock final : public Clock {
   std::mutex mutex_;
   std::condition_variable cv_;
   unsigned generation_ = 0;
+
+  // A thread sleeping in sleep_until() at a fork is not in the child, but cv_ still counts it
+  // as a waiter: glibc's condition variable keeps a reference of each blocked waiter on its
+  // group, and a notify that has to close that group (the first wake_all() after a sleep of the
+  // child's own) waits for the reference to be dropped, which never happens. So the child gets
+  // a new, empty cv_ (the old one is not destroyed: pthread_cond_destroy waits for waiters too).
+  // mutex_ is held across the fork so that no sleeper is half-way in or out of its wait.
+  void before_fork() override { mutex_.lock(); }
+  void after_fork_in_parent() override { mutex_.unlock(); }
+  void after_fork_in_child() override {
+    std::construct_at(&cv_);
+    mutex_.unlock();
+  }
+
+  // Last: registered once everything above exists, unregistered before any of it goes.
+  detail::ForkRegistration fork_registration_{*this};
 };
 
 }  // namespace

@@ -21,11 +21,13 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -34,9 +36,11 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "azkms/cache.hpp"
@@ -404,15 +408,115 @@ inline int free_port() {
   return ntohs(address.sin_port);
 }
 
-// An emulator started on fixed free ports (so that after stop() it comes back on the same
-// ports). Another process may take a port between the probe and the bind: then try again.
-inline std::unique_ptr<emulator::Emulator> start_on_fixed_ports(emulator::Options options) {
+// The kernel's ephemeral port range: the ports bind(0) and outgoing connections are given.
+struct PortRange {
+  int first = 32768;
+  int last = 60999;
+  [[nodiscard]] bool contains(int port) const { return port >= first && port <= last; }
+};
+
+inline PortRange ephemeral_port_range() {
+  PortRange range;
+  std::ifstream file("/proc/sys/net/ipv4/ip_local_port_range");
+  if (!(file >> range.first >> range.last)) return PortRange{};
+  return range;
+}
+
+// A claim on a loopback port among the processes that choose fixed ports this way (parallel
+// test binaries): an abstract Unix socket named after the port, which only one process can
+// bind, and which goes with the process. It does not bind the port itself.
+class PortReservation {
+ public:
+  // Empty when another process holds it.
+  static std::optional<PortReservation> take(int port) {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw std::runtime_error("socket(AF_UNIX) failed");
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    const std::string name = "azkms-test-port-" + std::to_string(port);
+    std::copy(name.begin(), name.end(), address.sun_path + 1);  // sun_path[0] == 0: abstract
+    const auto length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&address), length) != 0) {
+      ::close(fd);
+      return std::nullopt;
+    }
+    return PortReservation(fd, port);
+  }
+  PortReservation(PortReservation&& other) noexcept
+      : fd_(std::exchange(other.fd_, -1)), port_(other.port_) {}
+  PortReservation& operator=(PortReservation&&) = delete;
+  PortReservation(const PortReservation&) = delete;
+  PortReservation& operator=(const PortReservation&) = delete;
+  ~PortReservation() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  [[nodiscard]] int port() const { return port_; }
+
+ private:
+  PortReservation(int fd, int port) : fd_(fd), port_(port) {}
+  int fd_;
+  int port_;
+};
+
+// An emulator on fixed ports, with the reservations of those ports, which it outlives.
+class FixedPortEmulator {
+ public:
+  FixedPortEmulator() = default;
+  FixedPortEmulator(std::vector<PortReservation> reservations,
+                    std::unique_ptr<emulator::Emulator> emulator)
+      : reservations_(std::move(reservations)), emulator_(std::move(emulator)) {}
+  emulator::Emulator& operator*() const { return *emulator_; }
+  emulator::Emulator* operator->() const { return emulator_.get(); }
+
+ private:
+  std::vector<PortReservation> reservations_;  // destroyed after the emulator
+  std::unique_ptr<emulator::Emulator> emulator_;
+};
+
+// Reserves a port outside the ephemeral range (and above the well-known and registered
+// services' usual ones), at random; nullopt when the machine's range leaves none.
+inline std::optional<PortReservation> reserve_fixed_port(std::mt19937& random) {
+  constexpr int kLowest = 10000;
+  constexpr int kHighest = 65535;
+  const PortRange ephemeral = ephemeral_port_range();
+  const int below = std::max(0, std::min(ephemeral.first, kHighest + 1) - kLowest);
+  const int above = std::max(0, kHighest - std::max(ephemeral.last, kLowest - 1));
+  if (below + above == 0) return std::nullopt;
+  std::uniform_int_distribution<int> pick(0, below + above - 1);
+  for (int tries = 0; tries < 1000; ++tries) {
+    const int index = pick(random);
+    const int port = index < below ? kLowest + index : ephemeral.last + 1 + (index - below);
+    if (auto reservation = PortReservation::take(port)) return reservation;
+  }
+  return std::nullopt;
+}
+
+// An emulator started on fixed ports, so that after stop() it comes back on the same ports.
+//
+// They are outside the kernel's ephemeral range: a port that bind(0) found free could be handed
+// to another process's bind(0) or outgoing connection while the emulator was stopped (parallel
+// ctest runs many), and the restart then failed at once. The kernel never hands out a port
+// outside that range by itself, and the processes that choose ports here agree through
+// PortReservation; a program that binds such a port explicitly can still be in the way at the
+// first start, which then tries other ports. (When the machine's ephemeral range leaves no
+// room, ports from bind(0) are the fallback, with the old race.)
+inline FixedPortEmulator start_on_fixed_ports(emulator::Options options) {
+  std::mt19937 random(std::random_device{}());
   for (int attempt = 1;; ++attempt) {
-    for (auto endpoint : emulator::kAllEndpoints) options.ports[endpoint] = free_port();
+    std::vector<PortReservation> reservations;
+    for (auto endpoint : emulator::kAllEndpoints) {
+      auto reservation = reserve_fixed_port(random);
+      if (reservation) {
+        options.ports[endpoint] = reservation->port();
+        reservations.push_back(std::move(*reservation));
+      } else {
+        options.ports[endpoint] = free_port();
+      }
+    }
     auto emulator = std::make_unique<emulator::Emulator>(options);
     try {
       emulator->start();
-      return emulator;
+      return FixedPortEmulator(std::move(reservations), std::move(emulator));
     } catch (const std::runtime_error&) {
       if (attempt == 5) throw;
     }
@@ -646,7 +750,7 @@ class Harness {
   std::vector<std::string> arc_keys() const { return emulator_->arc_keys_handed_out(); }
 
  private:
-  std::unique_ptr<emulator::Emulator> emulator_;
+  FixedPortEmulator emulator_;
   std::shared_ptr<BodySubstitutingClient> client_;
 };
 

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <string>
 
@@ -55,6 +56,46 @@ INSTANTIATE_TEST_SUITE_P(Sources, FaultMatrix, ::testing::ValuesIn(emulator::kAl
                          });
 
 // Every required fault is in the table, for every source.
+// The "refused" rows and the outage test stop the emulator and start it again on the same
+// ports. Nothing else may take them in between: not a bind(0) or an outgoing connection of
+// another process (the ports are outside the kernel's ephemeral range), nor another test
+// binary's emulator on fixed ports (they are reserved).
+TEST(FixedPorts, NoOtherBindTakesThemWhileTheEmulatorIsStopped) {
+  const fault_matrix::PortRange ephemeral = fault_matrix::ephemeral_port_range();
+  auto emu = fault_matrix::start_on_fixed_ports({});
+  std::set<int> ports;
+  for (auto endpoint : emulator::kAllEndpoints) {
+    const int port = emu->port(endpoint);
+    EXPECT_FALSE(ephemeral.contains(port))
+        << port << " is in the ephemeral range " << ephemeral.first << "-" << ephemeral.last;
+    ports.insert(port);
+  }
+  emu->stop();
+
+  // In the gap, what other processes do: ports from bind(0), and an emulator on fixed ports.
+  std::vector<int> sockets;
+  for (int i = 0; i < 100; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockets.push_back(fd);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(address);
+    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+    ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length), 0);
+    EXPECT_FALSE(ports.contains(ntohs(address.sin_port)));
+  }
+  auto other = fault_matrix::start_on_fixed_ports({});
+  for (auto endpoint : emulator::kAllEndpoints) {
+    EXPECT_FALSE(ports.contains(other->port(endpoint)));
+  }
+
+  EXPECT_NO_THROW(emu->start());
+  for (auto endpoint : emulator::kAllEndpoints) EXPECT_TRUE(ports.contains(emu->port(endpoint)));
+  for (const int fd : sockets) ::close(fd);
+}
+
 TEST(FaultMatrixTable, CoversTheRequiredFaults) {
   std::set<std::string> produced;
   for (const auto& row : fault_matrix::rows()) {

@@ -12,10 +12,14 @@
 //    answers, or is waiting to retry a throttled one, calls exit(); it must be gone within a
 //    few seconds, not when the renewal's deadline runs out.
 //
+//  - Locks and waits: a child uses a CryptSession, its named-provider bridge, the log hook and
+//    the system clock while a parent thread was inside them at the fork, and must not block.
+//
 // ThreadSanitizer does not let the child of a threaded process start threads, so this file is
-// kept out of the tsan stage (which builds the *cache* and *concurrency* tests) and skips
-// itself there. AddressSanitizer and UBSan run it, except the test whose parent allocates on
-// several threads while it forks (see ForkTest).
+// kept out of the tsan stage (which builds the *cache* and *concurrency* tests) and the tests
+// whose children do skip themselves there; ForkedStateTest's children start none and run under
+// it in a ThreadSanitizer build. AddressSanitizer and UBSan run the file, except the tests
+// whose parent allocates on several threads while it forks (see ForkTest).
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
@@ -38,11 +42,17 @@
 #include <vector>
 
 #include "azkms/cache.hpp"
+#include "azkms/crypt_session.hpp"
 #include "azkms/detect.hpp"
 #include "azkms/error.hpp"
+#include "azkms/log.hpp"
 #include "emulator.hpp"
+#include "key_vault.hpp"
+#include "kms/named_provider_bridge.hpp"
+#include "log.hpp"
 #include "loopback_listener.hpp"
 #include "loopback_only.hpp"
+#include "test_tls.hpp"
 
 namespace azkms {
 namespace {
@@ -442,6 +452,299 @@ TEST_F(ForkedCacheTest, ChildRenewsTheInheritedCacheInTheBackground) {
   EXPECT_NE(values["token"], first);
   EXPECT_EQ(values["token"].rfind("token-" + values["pid"] + "-", 0), 0u)
       << "the child's token was not fetched by the child";
+}
+
+// ---- a CryptSession across forks -------------------------------------------------------------
+
+// A CryptSession made before the fork (App Service identity, HTTPS Key Vault emulator), used by
+// parent threads all along while the main thread forks, and by every child. The parent's
+// threads are inside the session (its handle's lock, libmongocrypt's key cache) at random
+// moments of the fork. They encrypt deterministically: random encryption draws on OpenSSL's
+// random generator, whose locks OpenSSL 3.0 does not release in a child (docs/security.md),
+// and a child's TLS handshake needs that generator.
+class CryptForkTest : public ProcessTest {
+ protected:
+  void SetUp() override {
+    ProcessTest::SetUp();
+#ifdef AZKMS_UNDER_ASAN
+    // As in ForkTest: the parent's threads allocate all along.
+    GTEST_SKIP() << "AddressSanitizer's allocator may deadlock a child forked mid-allocation";
+#endif
+    if (IsSkipped()) return;
+    identity_ = std::make_unique<emulator::Emulator>();
+    identity_->start();
+    emulator::KeyVaultOptions vault_options;
+    vault_options.keys = {"mongo-key"};
+    vault_ = std::make_unique<emulator::KeyVaultServer>(identity_->ledger(), vault_options);
+    vault_->start();
+    dir_ = testing::make_temp_dir("azkms-crypt-fork");
+  }
+  void TearDown() override {
+    vault_.reset();
+    identity_.reset();
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+
+  std::unique_ptr<CryptSession> session() {
+    KmsProvidersOptions provider_options;
+    provider_options.environment = std::make_shared<MapEnvironment>(
+        identity_->client_environment(emulator::Endpoint::kAppService));
+    auto providers = std::make_shared<KmsProviders>(provider_options);
+    providers->add("azure");  // detected: App Service
+    // With libmongocrypt >= 1.9 a named provider too, so that the session has a bridge.
+    if (CryptSession::supports_named_providers()) {
+      providers->add(kNamedProvider, ProviderConfig{SourceKind::kAppService, {}});
+    }
+    CryptSessionOptions options;
+    options.providers = providers;
+    options.key_vault = std::make_shared<FileKeyVault>(dir_ / "keys.json");
+    options.ca_file = vault_->ca_file();
+    options.kms_attempt_timeout = seconds{5};
+    return std::make_unique<CryptSession>(options);
+  }
+  AzureMasterKey master_key(const std::string& provider = "azure") const {
+    return {provider, vault_->endpoint(), "mongo-key", ""};
+  }
+  static constexpr const char* kNamedProvider = "azure:fork";
+
+  std::unique_ptr<emulator::Emulator> identity_;
+  std::unique_ptr<emulator::KeyVaultServer> vault_;
+  std::filesystem::path dir_;
+};
+
+TEST_F(CryptForkTest, ChildrenUseASessionThatParentThreadsWereUsingAtTheFork) {
+  auto crypt = session();
+  const DataKeyId key = crypt->create_data_key(master_key(), {"fork"});
+  std::vector<BsonValue> parent_ciphertexts = {
+      crypt->encrypt(BsonValue::utf8("from the parent"), key, Algorithm::kRandom)};
+  if (CryptSession::supports_named_providers()) {
+    const DataKeyId named_key = crypt->create_data_key(master_key(kNamedProvider));
+    parent_ciphertexts.push_back(
+        crypt->encrypt(BsonValue::utf8("from the parent"), named_key, Algorithm::kRandom));
+  }
+  std::string expected_output;
+  for (std::size_t i = 0; i < parent_ciphertexts.size(); ++i) {
+    expected_output += "decrypted from the parent\n";
+  }
+  expected_output += "own child\n";
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> parent_failures{0};
+  std::atomic<int> parent_operations{0};
+  std::vector<std::thread> parent_threads;
+  for (int t = 0; t < 3; ++t) {
+    parent_threads.emplace_back([&] {
+      while (!stop.load()) {
+        try {
+          const BsonValue ciphertext =
+              crypt->encrypt(BsonValue::utf8("parent"), key, Algorithm::kDeterministic);
+          if (crypt->decrypt(ciphertext).as_utf8() != "parent") ++parent_failures;
+        } catch (const Error&) {
+          ++parent_failures;
+        }
+        ++parent_operations;
+      }
+    });
+  }
+
+  // Each child decrypts what the parent encrypted (with the named provider's key too, when
+  // there is one), and encrypts and decrypts a value of its own, each with a 10 s deadline.
+  auto child_body = [&](int out) {
+    auto within = [] { return in(seconds{10}); };
+    try {
+      for (const auto& ciphertext : parent_ciphertexts) {
+        report(out, "decrypted " + crypt->decrypt(ciphertext, within()).as_utf8());
+      }
+      const BsonValue own =
+          crypt->encrypt(BsonValue::utf8("child"), "fork", Algorithm::kDeterministic, within());
+      report(out, "own " + crypt->decrypt(own, within()).as_utf8());
+    } catch (const Error& e) {
+      report(out, "error " + std::string(to_string(e.code())));
+    }
+  };
+
+  constexpr int kForks = 60;
+  int forks = 0;
+  int hangs = 0;
+  int right = 0;
+  std::string unexpected;
+  for (; forks < kForks && hangs < 2; ++forks) {
+    Child child(child_body);
+    const ChildOutcome outcome = child.wait_at_most(seconds{20});
+    if (!outcome.finished) {
+      ++hangs;
+    } else if (outcome.exit_code == 0 && outcome.output == expected_output) {
+      ++right;
+    } else if (unexpected.empty()) {
+      unexpected = outcome.output;
+    }
+  }
+  stop = true;
+  for (auto& thread : parent_threads) thread.join();
+
+  SCOPED_TRACE("after " + std::to_string(forks) + " forks and " +
+               std::to_string(parent_operations.load()) + " parent operations");
+  EXPECT_EQ(hangs, 0) << "children were still blocked after 20 s";
+  EXPECT_EQ(right, forks) << "a child said: " << unexpected;
+  EXPECT_EQ(parent_failures.load(), 0);
+}
+
+// The named-provider bridge of a session (libmongocrypt >= 1.9) answers token requests and
+// looks up whose token a Key Vault request carries, under its lock; here parent threads do both
+// all along while the main thread forks, and each child looks a token up.
+class BridgeForkTest : public ProcessTest {
+ protected:
+  void SetUp() override {
+    ProcessTest::SetUp();
+#ifdef AZKMS_UNDER_ASAN
+    // As in ForkTest: the parent's threads allocate all along.
+    GTEST_SKIP() << "AddressSanitizer's allocator may deadlock a child forked mid-allocation";
+#endif
+  }
+};
+
+TEST_F(BridgeForkTest, ChildrenLookUpTokensWhileParentThreadsAnsweredAtTheFork) {
+  NamedProviderBridge bridge({"azure:prod"});
+  const std::string provider = "azure:prod";
+  AccessToken token;
+  token.token = Secret("bridge-fork-token");
+  token.expires_on = std::chrono::system_clock::now() + std::chrono::hours{1};
+  (void)bridge.answer(provider, token, std::chrono::system_clock::now());
+
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> parent_threads;
+  for (int t = 0; t < 3; ++t) {
+    parent_threads.emplace_back([&] {
+      while (!stop.load()) {
+        (void)bridge.answer(provider, token, std::chrono::system_clock::now());
+        (void)bridge.provider_of_token("bridge-fork-token");
+      }
+    });
+  }
+  constexpr int kForks = 100;
+  int forks = 0;
+  int hangs = 0;
+  int right = 0;
+  for (; forks < kForks && hangs < 2; ++forks) {
+    Child child([&](int out) {
+      const auto named = bridge.provider_of_token("bridge-fork-token");
+      report(out, named.value_or("none"));
+    });
+    const ChildOutcome outcome = child.wait_at_most(seconds{20});
+    if (!outcome.finished) {
+      ++hangs;
+    } else if (outcome.exit_code == 0 && outcome.output == provider + "\n") {
+      ++right;
+    }
+  }
+  stop = true;
+  for (auto& thread : parent_threads) thread.join();
+  SCOPED_TRACE("after " + std::to_string(forks) + " forks");
+  EXPECT_EQ(hangs, 0) << "children were still blocked after 20 s";
+  EXPECT_EQ(right, forks);
+}
+
+// ---- locks and waits of the parent's threads -----------------------------------------------
+
+// A parent thread is inside one of azkms's process-wide objects at the fork; the child (one
+// thread, which starts none) then uses that object and must not block on what the parent's
+// thread left behind. The parent is quiet while it forks (its other thread waits rather than
+// allocates), so these run under AddressSanitizer, and under ThreadSanitizer too.
+class ForkedStateTest : public ::testing::Test {};
+
+// set_log_hook() drops the previous hook while it holds the hook's lock: a hook whose captured
+// state takes long to destroy keeps a parent thread inside that lock while the main thread
+// forks. The child installs a hook of its own and logs.
+TEST_F(ForkedStateTest, AChildLogsWhenAParentThreadHeldTheLogHookAtTheFork) {
+  std::atomic<bool> holding{false};
+  std::atomic<bool> forking{false};
+  {
+    // Destroyed by the set_log_hook() that replaces the hook: it holds the lock from then until
+    // half a second after the main thread starts forking.
+    std::shared_ptr<int> slow_to_destroy(new int(0), [&](const int* value) {
+      holding = true;
+      while (!forking.load()) std::this_thread::sleep_for(milliseconds{1});
+      std::this_thread::sleep_for(milliseconds{500});
+      delete value;
+    });
+    set_log_hook([slow_to_destroy](LogLevel, std::string_view) {});
+  }
+  std::thread replacer([] { set_log_hook([](LogLevel, std::string_view) {}); });
+  const auto until = Steady::now() + seconds{20};
+  while (!holding.load() && Steady::now() < until) std::this_thread::sleep_for(milliseconds{1});
+  ASSERT_TRUE(holding.load()) << "the replaced hook was never destroyed";
+
+  forking = true;
+  Child child([](int out) {
+    set_log_hook([out](LogLevel, std::string_view message) {
+      report(out, "logged " + std::string(message));
+    });
+    log(LogLevel::kWarning, "from-the-child");
+    report(out, "done");
+  });
+  const ChildOutcome outcome = child.wait_at_most(seconds{20});
+  replacer.join();
+  set_log_hook(nullptr);
+  ASSERT_TRUE(outcome.finished) << "the child was still blocked after 20 s";
+  EXPECT_EQ(outcome.exit_code, 0);
+  EXPECT_NE(outcome.output.find("logged from-the-child\n"), std::string::npos) << outcome.output;
+  EXPECT_NE(outcome.output.find("done\n"), std::string::npos);
+}
+
+// exit() in a child runs the static destructors, the system clock's among them, and then
+// this: registered during static initialisation, before the first Clock::system() call (a
+// function-local static) registers the clock's destruction, so it runs after that. It reports
+// the clock's destruction to the parent and ends the child without the rest of exit().
+int g_exit_report_fd = -1;
+const bool g_exit_reporter = [] {
+  std::atexit([] {
+    if (g_exit_report_fd < 0) return;
+    report(g_exit_report_fd, "clock-destroyed");
+    ::_exit(0);
+  });
+  return true;
+}();
+
+// A parent thread sleeping in the system clock at the fork is a waiter that the child's copy of
+// the clock's condition variable still counts, and never loses: glibc's
+// pthread_cond_destroy() waits until every counted waiter has left. The child sleeps and wakes
+// the clock's sleepers a few times, then exits like a pre-fork server's worker, which destroys
+// the clock.
+TEST_F(ForkedStateTest, AChildSleepsWakesAndExitsWhenAParentThreadSleptInTheClockAtTheFork) {
+  ASSERT_TRUE(g_exit_reporter);
+  auto clock = Clock::system();
+  std::atomic<bool> asleep{false};
+  std::atomic<bool> stop{false};
+  std::thread sleeper([&] {
+    while (!stop.load()) {
+      asleep = true;
+      clock->sleep_until(clock->steady_now() + std::chrono::hours{1});
+    }
+  });
+  const auto until = Steady::now() + seconds{20};
+  while (!asleep.load() && Steady::now() < until) std::this_thread::sleep_for(milliseconds{1});
+  // Time to get from the flag into the wait.
+  std::this_thread::sleep_for(milliseconds{300});
+
+  Child child([&](int out) {
+    for (int i = 0; i < 3; ++i) {
+      clock->sleep_until(clock->steady_now() + milliseconds{20});
+      clock->wake_all();
+    }
+    report(out, "slept-and-woke");
+    clock.reset();  // the static in Clock::system() is then the last owner
+    g_exit_report_fd = out;
+    std::exit(0);
+  });
+  const ChildOutcome outcome = child.wait_at_most(seconds{20});
+  stop = true;
+  clock->wake_all();
+  sleeper.join();
+  ASSERT_TRUE(outcome.finished) << "the child was still blocked after 20 s, having said: "
+                                << outcome.output;
+  EXPECT_EQ(outcome.exit_code, 0);
+  EXPECT_NE(outcome.output.find("slept-and-woke\n"), std::string::npos) << outcome.output;
+  EXPECT_NE(outcome.output.find("clock-destroyed\n"), std::string::npos) << outcome.output;
 }
 
 // ---- shutdown ------------------------------------------------------------------------------

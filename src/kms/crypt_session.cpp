@@ -31,6 +31,7 @@ extern "C" {
 
 #include "azkms/error.hpp"
 #include "azkms/token_response.hpp"
+#include "fork_safety.hpp"
 #include "kms/kms_http.hpp"
 #include "kms/named_provider_bridge.hpp"
 #include "log.hpp"
@@ -309,7 +310,12 @@ bool CryptSession::supports_named_providers() {
   return version_has_named_providers(libmongocrypt_version());
 }
 
-struct CryptSession::Impl {
+struct CryptSession::Impl final : private detail::ForkAware {
+  Impl() = default;
+  ~Impl() = default;  // fork_registration goes first
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+
   CryptSessionOptions options;
   // Present when libmongocrypt accepts named providers and the registry has some.
   std::unique_ptr<NamedProviderBridge> bridge;
@@ -318,6 +324,10 @@ struct CryptSession::Impl {
   // the handle it started with, so a replacement never pulls one out from under a context.
   mutable std::mutex crypt_mutex;
   std::shared_ptr<mongocrypt_t> crypt;
+  // Set in a forked child: `crypt` is the parent's handle, which a thread of the parent may
+  // have been inside at the fork, holding one of libmongocrypt's own locks (its key cache's).
+  // The child's first operation replaces it with a handle of its own.
+  bool crypt_from_parent = false;  // guarded by crypt_mutex
 
   std::atomic<std::uint64_t> credential_requests{0};
   std::atomic<std::uint64_t> named_token_requests{0};
@@ -325,6 +335,9 @@ struct CryptSession::Impl {
   std::atomic<std::uint64_t> kms_retries{0};
   std::atomic<std::uint64_t> unauthorized_retries{0};
   std::atomic<std::uint64_t> key_vault_reads{0};
+
+  // Last: registered once everything above exists, unregistered before any of it goes.
+  detail::ForkRegistration fork_registration{*this};
 
   // A libmongocrypt handle configured with {"azure": {}} (on demand, when the registry has it)
   // and the bridge's placeholders for the named providers.
@@ -351,9 +364,20 @@ struct CryptSession::Impl {
     return handle;
   }
 
-  std::shared_ptr<mongocrypt_t> current_crypt() const {
-    std::lock_guard lock(crypt_mutex);
-    return crypt;
+  std::shared_ptr<mongocrypt_t> current_crypt() {
+    {
+      std::lock_guard lock(crypt_mutex);
+      if (!crypt_from_parent) return crypt;
+    }
+    auto fresh = make_crypt();  // outside the lock: it reads the registry, which has locks too
+    std::unique_lock lock(crypt_mutex);
+    if (crypt_from_parent) {
+      crypt_from_parent = false;
+      fresh.swap(crypt);  // `fresh` now holds the parent's handle, released once unlocked
+    }
+    auto current = crypt;
+    lock.unlock();
+    return current;
   }
 
   // After a named provider's token was refused: a new handle, so that libmongocrypt asks the
@@ -363,6 +387,16 @@ struct CryptSession::Impl {
     auto fresh = make_crypt();
     std::lock_guard lock(crypt_mutex);
     if (crypt == refused_with) crypt = std::move(fresh);
+  }
+
+  // fork() (fork_safety.hpp): crypt_mutex is held across it, so that `crypt` is whole in the
+  // child. The handle is only marked there: making a new one is too much work for a fork
+  // handler, and releasing the parent's could run libmongocrypt's cleanup in one.
+  void before_fork() override { crypt_mutex.lock(); }
+  void after_fork_in_parent() override { crypt_mutex.unlock(); }
+  void after_fork_in_child() override {
+    crypt_from_parent = true;
+    crypt_mutex.unlock();
   }
 
   // A data key wrapped by an Azure provider this session does not serve is a configuration

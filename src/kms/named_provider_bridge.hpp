@@ -28,10 +28,11 @@
 #include "azkms/clock.hpp"
 #include "azkms/http.hpp"
 #include "azkms/token.hpp"
+#include "fork_safety.hpp"
 
 namespace azkms {
 
-class NamedProviderBridge {
+class NamedProviderBridge final : private detail::ForkAware {
  public:
   // The host every placeholder names. Under `.invalid` (RFC 6761): no resolver answers it.
   static constexpr std::string_view kPlaceholderHost = "login.azkms.invalid";
@@ -42,6 +43,9 @@ class NamedProviderBridge {
 
   // One placeholder per name ("azure:<name>"), each with a fresh random secret.
   explicit NamedProviderBridge(std::vector<std::string> names);
+  ~NamedProviderBridge() = default;  // fork_registration_ goes first
+  NamedProviderBridge(const NamedProviderBridge&) = delete;
+  NamedProviderBridge& operator=(const NamedProviderBridge&) = delete;
 
   [[nodiscard]] const std::vector<std::string>& names() const noexcept { return names_; }
   [[nodiscard]] bool serves(std::string_view provider) const;
@@ -71,6 +75,12 @@ class NamedProviderBridge {
  private:
   void remember(const std::string& provider, std::string token_digest);
 
+  // fork() (fork_safety.hpp): mutex_ is held across it, so that a child whose parent was
+  // answering a token request at the fork finds it unlocked, and the digests whole.
+  void before_fork() override { mutex_.lock(); }
+  void after_fork_in_parent() override { mutex_.unlock(); }
+  void after_fork_in_child() override { mutex_.unlock(); }
+
   struct Placeholder {
     std::string provider;
     std::string client_id;
@@ -84,6 +94,8 @@ class NamedProviderBridge {
   static constexpr std::size_t kRememberedTokens = 4;
   mutable std::mutex mutex_;
   std::map<std::string, std::vector<std::string>, std::less<>> recent_digests_;
+  // Last: registered once everything above exists, unregistered before any of it goes.
+  detail::ForkRegistration fork_registration_{*this};
 };
 
 }  // namespace azkms
