@@ -45,11 +45,10 @@ class SystemClock final : public Clock, private detail::ForkAware {
   unsigned generation_ = 0;
 
   // A thread sleeping in sleep_until() at a fork is not in the child, but cv_ still counts it
-  // as a waiter: glibc's condition variable keeps a reference of each blocked waiter on its
-  // group, and a notify that has to close that group (the first wake_all() after a sleep of the
-  // child's own) waits for the reference to be dropped, which never happens. So the child gets
-  // a new, empty cv_ (the old one is not destroyed: pthread_cond_destroy waits for waiters too).
-  // mutex_ is held across the fork so that no sleeper is half-way in or out of its wait.
+  // as a waiter, and glibc's pthread_cond_destroy() waits for every waiter it counted: the
+  // child's exit(), which destroys this clock, would wait for ever. So the child gets a new,
+  // empty cv_, built over the old one without destroying it. mutex_ is held across the fork so
+  // that no sleeper is half-way in or out of its wait.
   void before_fork() override { mutex_.lock(); }
   void after_fork_in_parent() override { mutex_.unlock(); }
   void after_fork_in_child() override {
