@@ -98,7 +98,9 @@ struct AZKMS_EXPORT HttpOptions {
   // is self-signed, so chain verification is replaced by the pin, never simply turned off).
   std::optional<std::string> pinned_sha1_thumbprint;
   // Extra trust anchors (PEM file) in addition to the system store, for the local Key Vault
-  // emulator. Verification stays on.
+  // emulator or an identity endpoint (SourceContext::ca_file, SSL_CERT_FILE). Verification
+  // stays on. azkms reads the file itself: anything but a regular file of at most 4 MiB (a
+  // FIFO, a device, a directory) is ErrorCode::kConfiguration, never a blocked exchange.
   std::string ca_file;
   // When set and cancelled, the exchange is abandoned (see Cancellation).
   std::shared_ptr<const Cancellation> cancellation;
