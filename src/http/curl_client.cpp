@@ -128,11 +128,12 @@ struct Transfer {
 std::string read_ca_file(const std::string& path) {
   if (path.empty()) return {};
   FileReadRules rules;
-  rules.what = "the CA file";
+  rules.what = "the CA file (ca_file, or SSL_CERT_FILE for identity endpoints)";
   rules.code = ErrorCode::kConfiguration;
   rules.max_bytes = kMaxCaFileBytes;
   rules.follow_links = true;  // /etc/ssl/certs is made of links
-  rules.open_hint = "check the CA file named by ca_file or SSL_CERT_FILE";
+  rules.open_hint =
+      "check the path (when it came from SSL_CERT_FILE, unsetting it uses the system store)";
   return read_regular_file(path, rules);
 }
 
