@@ -23,11 +23,6 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-struct CliRunOutput {
-  int exit_code = -1;
-  std::string output;
-};
-
 struct EmulatorRun {
   int exit_code = -1;
   std::string output;  // stdout and stderr together
@@ -105,7 +100,7 @@ TEST_F(EmulatorCli, ListFaultsExitsZero) {
 // `eval "$(azkms-emulator --print-env <endpoint>)"` is all that `azkms token` needs, for every
 // endpoint: the emulator serves in the background and print-env names its process. The token
 // is replaced before the output reaches the test.
-CliRunOutput token_with_print_env(const std::string& endpoint, const std::string& after_eval) {
+EmulatorRun token_with_print_env(const std::string& endpoint, const std::string& after_eval) {
   const std::string script =
       "out=\"$(timeout 20 \"$1\" --print-env \"$3\" --quiet)\" || { echo 'did not start'; exit 90; "
       "}\n"
@@ -129,7 +124,7 @@ CliRunOutput token_with_print_env(const std::string& endpoint, const std::string
 TEST_F(EmulatorCli, PrintEnvIsAllTheCommandLineNeedsForEveryEndpoint) {
   for (const char* endpoint : {"imds", "app-service", "app-service-2017", "azure-ml", "cloud-shell",
                                "azure-arc", "service-fabric", "workload-identity"}) {
-    const CliRunOutput run = token_with_print_env(endpoint, "");
+    const EmulatorRun run = token_with_print_env(endpoint, "");
     EXPECT_EQ(run.exit_code, 0) << endpoint << ": " << run.output;
     EXPECT_THAT(run.output, HasSubstr("\"accessToken\":\"[present]\"")) << endpoint;
     EXPECT_THAT(run.output, HasSubstr(std::string("\"source\":\"") + endpoint + "\"")) << endpoint;
@@ -139,7 +134,7 @@ TEST_F(EmulatorCli, PrintEnvIsAllTheCommandLineNeedsForEveryEndpoint) {
 // Workload identity's authority is served over https, as Entra ID is: the emulator's CA reaches
 // azkms through SSL_CERT_FILE, and without it the authority is not trusted.
 TEST_F(EmulatorCli, PrintEnvTrustsTheWorkloadAuthorityThroughSslCertFile) {
-  const CliRunOutput untrusted = token_with_print_env("workload-identity", "unset SSL_CERT_FILE");
+  const EmulatorRun untrusted = token_with_print_env("workload-identity", "unset SSL_CERT_FILE");
   EXPECT_NE(untrusted.exit_code, 0) << untrusted.output;
   EXPECT_THAT(untrusted.output, HasSubstr("\"code\":\"tls\"")) << untrusted.output;
   EXPECT_THAT(untrusted.output, HasSubstr("https://127.0.0.1:")) << untrusted.output;
