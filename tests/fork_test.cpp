@@ -200,19 +200,24 @@ class ProcessTest : public ::testing::Test {
 
 // ---- fork ----------------------------------------------------------------------------------
 
-// The emulator, for the tests whose parent fetches while it forks.
-class ForkTest : public ProcessTest {
- public:
+// Tests whose parent threads keep working while the main thread forks.
+class BusyParentForkTest : public ProcessTest {
+ protected:
   void SetUp() override {
     ProcessTest::SetUp();
 #ifdef AZKMS_UNDER_ASAN
     // The parent's threads allocate all along; AddressSanitizer's allocator (GCC's runtime) is
     // not prepared for fork(), so a child can inherit one of its locks held and hang in malloc.
-    // The unit stage runs this test; the others here fork from a quiet parent and run under
+    // The unit stage runs these tests; the others here fork from a quiet parent and run under
     // AddressSanitizer too.
     GTEST_SKIP() << "AddressSanitizer's allocator may deadlock a child forked mid-allocation";
 #endif
   }
+};
+
+// The emulator, for the tests whose parent fetches while it forks.
+class ForkTest : public BusyParentForkTest {
+ public:
   static void SetUpTestSuite() {
     emulator::Options options;
     options.identities = emulator::default_identities();
@@ -462,14 +467,10 @@ TEST_F(ForkedCacheTest, ChildRenewsTheInheritedCacheInTheBackground) {
 // moments of the fork. They encrypt deterministically: random encryption draws on OpenSSL's
 // random generator, whose locks OpenSSL 3.0 does not release in a child (docs/security.md),
 // and a child's TLS handshake needs that generator.
-class CryptForkTest : public ProcessTest {
+class CryptForkTest : public BusyParentForkTest {
  protected:
   void SetUp() override {
-    ProcessTest::SetUp();
-#ifdef AZKMS_UNDER_ASAN
-    // As in ForkTest: the parent's threads allocate all along.
-    GTEST_SKIP() << "AddressSanitizer's allocator may deadlock a child forked mid-allocation";
-#endif
+    BusyParentForkTest::SetUp();
     if (IsSkipped()) return;
     identity_ = std::make_unique<emulator::Emulator>();
     identity_->start();
@@ -592,16 +593,7 @@ TEST_F(CryptForkTest, ChildrenUseASessionThatParentThreadsWereUsingAtTheFork) {
 // The named-provider bridge of a session (libmongocrypt >= 1.9) answers token requests and
 // looks up whose token a Key Vault request carries, under its lock; here parent threads do both
 // all along while the main thread forks, and each child looks a token up.
-class BridgeForkTest : public ProcessTest {
- protected:
-  void SetUp() override {
-    ProcessTest::SetUp();
-#ifdef AZKMS_UNDER_ASAN
-    // As in ForkTest: the parent's threads allocate all along.
-    GTEST_SKIP() << "AddressSanitizer's allocator may deadlock a child forked mid-allocation";
-#endif
-  }
-};
+class BridgeForkTest : public BusyParentForkTest {};
 
 TEST_F(BridgeForkTest, ChildrenLookUpTokensWhileParentThreadsAnsweredAtTheFork) {
   NamedProviderBridge bridge({"azure:prod"});
