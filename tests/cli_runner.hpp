@@ -6,12 +6,15 @@
 #include <sys/wait.h>
 
 #include <array>
+#include <cctype>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
 #include <string>
+#include <string_view>
 
 #include "loopback_only.hpp"
 
@@ -20,7 +23,8 @@ namespace azkms::testing {
 struct CliRun {
   int exit_code = -1;
   std::string out;
-  std::string err;
+  std::string err;  // what the program wrote on stderr, less the sanitizer runtime's notes
+  std::string sanitizer_notes;  // lines a sanitizer's runtime wrote, "==<pid>==..."
 };
 
 inline std::string shell_quote(const std::string& value) {
@@ -61,8 +65,36 @@ inline CommandRun run_command(const std::string& command) {
   return run;
 }
 
-// Runs build/bin/azkms with exactly `vars` as its environment (plus PATH); its stderr goes
-// through a file in `scratch`.
+// A line a sanitizer's runtime writes starts "==<pid>==".
+inline bool is_sanitizer_line(std::string_view line) {
+  if (line.substr(0, 2) != "==") return false;
+  std::size_t i = 2;
+  while (i < line.size() && std::isdigit(static_cast<unsigned char>(line[i])) != 0) ++i;
+  return i > 2 && line.substr(i, 2) == "==";
+}
+
+// In a sanitizer build, the runtime may add notes of its own to the program's stderr (LSan's
+// "Running thread ... was not suspended" when it checks for leaks at exit): they are not the
+// program's output, so they are moved out of `err`, where tests count and read its lines. A
+// report of an error is never moved: it fails the test, and `err` keeps it.
+inline void set_aside_sanitizer_notes(CliRun& run) {
+  for (const char* report : {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                             "WARNING: ThreadSanitizer", "Sanitizer has encountered a fatal"}) {
+    if (run.err.find(report) != std::string::npos) {
+      ADD_FAILURE() << "the command-line program's sanitizer runtime reported: " << report;
+      return;
+    }
+  }
+  std::string kept;
+  std::istringstream lines(run.err);
+  for (std::string line; std::getline(lines, line);) {
+    (is_sanitizer_line(line) ? run.sanitizer_notes : kept) += line + "\n";
+  }
+  if (!run.sanitizer_notes.empty()) run.err = std::move(kept);
+}
+
+// Runs build/bin/azkms with exactly `vars` as its environment (plus PATH, and the sanitizer
+// settings of a sanitizer build); its stderr goes through a file in `scratch`.
 inline CliRun run_cli(const std::map<std::string, std::string>& vars, const std::string& arguments,
                       const std::filesystem::path& scratch) {
   // The command line may only ever reach loopback.
@@ -83,6 +115,13 @@ inline CliRun run_cli(const std::map<std::string, std::string>& vars, const std:
   }
   std::string command = "env -i PATH=/usr/bin:/bin";
   for (const auto& [name, value] : vars) command += " " + name + "=" + shell_quote(value);
+  // A sanitizer build of the program runs with the test's sanitizer settings, not defaults.
+  for (const char* name : {"ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "TSAN_OPTIONS"}) {
+    const char* value = std::getenv(name);
+    if (value != nullptr && vars.count(name) == 0) {
+      command += std::string(" ") + name + "=" + shell_quote(value);
+    }
+  }
   const std::filesystem::path err_file = scratch / "stderr.txt";
   command += " " + shell_quote(cli_path().string()) + " " + arguments + " 2>" +
              shell_quote(err_file.string());
@@ -94,6 +133,7 @@ inline CliRun run_cli(const std::map<std::string, std::string>& vars, const std:
   std::stringstream err;
   err << in.rdbuf();
   run.err = err.str();
+  set_aside_sanitizer_notes(run);
   return run;
 }
 

@@ -5,6 +5,7 @@
 //
 // The program runs against the emulator on loopback with an otherwise empty environment.
 #include <gmock/gmock.h>
+#include <gtest/gtest-spi.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -194,6 +195,43 @@ TEST_F(CliUsage, VerboseShowsEveryAttemptAndNoSecret) {
   const CliRun quiet = run_cli(vars, "token --source app-service --json", scratch_);
   EXPECT_EQ(quiet.exit_code, 0) << quiet.err;
   EXPECT_TRUE(quiet.err.empty()) << quiet.err;
+}
+
+// The runner itself. A sanitizer build's runtime may write a note of its own on the program's
+// stderr; tests that count the program's lines must not count it, and must not miss a report.
+TEST(CliRunner, SanitizerNotesAreSetApartFromTheProgramsLines) {
+  CliRun run;
+  run.err =
+      "azkms: error [connection]: no connection was made\n"
+      "==4242==Running thread 4243 was not suspended. False leak reports may appear.\n";
+  testing::set_aside_sanitizer_notes(run);
+  EXPECT_EQ(run.err, "azkms: error [connection]: no connection was made\n");
+  EXPECT_EQ(run.sanitizer_notes,
+            "==4242==Running thread 4243 was not suspended. False leak reports may appear.\n");
+}
+
+TEST(CliRunner, TextThatOnlyLooksLikeANoteStaysTheProgramsOwn) {
+  for (const std::string text :
+       {"== not a note\n", "==12 no closing marks\n", "====\n", "azkms: ==1== in the middle\n"}) {
+    CliRun run;
+    run.err = text;
+    testing::set_aside_sanitizer_notes(run);
+    EXPECT_EQ(run.err, text);
+    EXPECT_TRUE(run.sanitizer_notes.empty()) << text;
+  }
+}
+
+TEST(CliRunner, ASanitizerReportFailsTheTestAndStaysInStderr) {
+  for (const std::string report :
+       {"==7==ERROR: AddressSanitizer: heap-use-after-free on address 0x1\n",
+        "==7==ERROR: LeakSanitizer: detected memory leaks\n",
+        "src/x.cpp:1:2: runtime error: signed integer overflow\n",
+        "==7==LeakSanitizer has encountered a fatal error.\n"}) {
+    CliRun run;
+    run.err = report;
+    EXPECT_NONFATAL_FAILURE(testing::set_aside_sanitizer_notes(run), "sanitizer runtime reported");
+    EXPECT_EQ(run.err, report);
+  }
 }
 
 }  // namespace
