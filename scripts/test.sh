@@ -5,7 +5,7 @@
 #            azkms-emulator, loopback only (scripts/sdk-smoke.sh); skipped without node/npm or
 #            when npm cannot reach its registry
 #   asan   - every test again under AddressSanitizer + UndefinedBehaviorSanitizer
-#   tsan   - the cache and concurrency tests under ThreadSanitizer
+#   tsan   - the cache, concurrency and fork tests under ThreadSanitizer
 #   fuzz   - a short run of each libFuzzer target on its seed corpus
 #   package - install (cmake --install, Debian packages) and build the downstream examples
 #             against what was installed (scripts/package-test.sh)
@@ -67,10 +67,11 @@ for stage in $stages; do
       ;;
     tsan)
       echo "== tsan: build (ThreadSanitizer)"
-      # Only the cache and concurrency suites run here, so only they are built.
-      tsan_targets=$(ls tests/ | sed -n 's/^\(.*\(cache\|concurrency\).*_test\)\.cpp$/\1/p' | tr '\n' ' ')
+      # Only the cache, concurrency and fork suites run here, so only they are built. (In the
+      # fork suite, the tests whose children start threads skip themselves under TSan.)
+      tsan_targets=$(ls tests/ | sed -n 's/^\(.*\(cache\|concurrency\|fork\).*_test\)\.cpp$/\1/p' | tr '\n' ' ')
       TARGETS="$tsan_targets" BUILD_TYPE=Debug CC=clang CXX=clang++ scripts/build.sh build-tsan -DAZKMS_SANITIZE=thread -DAZKMS_BUILD_BENCH=OFF
-      TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 run_ctest tsan build-tsan -L 'cache|concurrency'
+      TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 run_ctest tsan build-tsan -L 'cache|concurrency|fork'
       ;;
     fuzz)
       if ls fuzz/*_fuzzer.cpp >/dev/null 2>&1; then
