@@ -218,6 +218,10 @@ ConnectionGuard::~ConnectionGuard() {
 }
 
 void ConnectionGuard::install(httplib::Server& server, ErrorWriter write_error) {
+  server.set_socket_options([](socket_t sock) {
+    const int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   server.set_payload_max_length(limits_.max_body_bytes);
   const std::size_t max_workers = limits_.max_workers;
   server.new_task_queue = [max_workers] { return new GrowingPool(max_workers); };

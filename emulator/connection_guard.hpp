@@ -14,6 +14,10 @@
 //    (slow fault cases, response delays) are not limited;
 //  - on stop, shuts down every connection still in the middle of a request, so that stop()
 //    does not wait for a client that never finishes one.
+//  - listens alone on its port: httplib's default socket options set SO_REUSEPORT, with which
+//    a second server (another emulator) bound the same port and took part of its connections;
+//    with SO_REUSEADDR alone, binding a port in use fails, and a stopped server's port in
+//    TIME_WAIT can still be bound again.
 // httplib does not hand its sockets to anyone: the guard finds them through /proc (the server
 // side of a connection is the socket whose local port is the server's), and a handler tells
 // it, by the request's peer address and port, when a request has arrived.

@@ -372,9 +372,10 @@ struct Emulator::Impl final : endpoints::EndpointHost {
 
     if (port != 0) {
       if (!server.bind_to_port(options.host, port)) {
-        throw std::runtime_error("emulator: cannot bind " + options.host + ":" +
+        throw std::runtime_error("emulator: cannot listen on " + options.host + ":" +
                                  std::to_string(port) + " for " +
-                                 std::string(display_name(endpoint)));
+                                 std::string(display_name(endpoint)) +
+                                 ": is another program (another azkms-emulator?) using the port?");
       }
       running.port = port;
     } else {

@@ -640,7 +640,8 @@ struct KeyVaultServer::Impl {
                                   : (fresh->bind_to_port(host, wanted) ? wanted : -1);
     if (bound <= 0) {
       throw std::runtime_error("key vault emulator: cannot listen on " + host + ":" +
-                               std::to_string(wanted));
+                               std::to_string(wanted) +
+                               ": is another program (another azkms-emulator?) using the port?");
     }
     port = bound;
     guard->watch(bound);

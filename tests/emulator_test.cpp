@@ -1514,6 +1514,24 @@ TEST(EmulatorSlowClients, StopDoesNotWaitForSlowClients) {
   stopped.wait();
 }
 
+// A second emulator told to use a port the first one serves fails to start, rather than
+// binding it too and answering part of the first one's clients with its own secrets.
+TEST(EmulatorLifecycleTest, APortInUseIsRefusedNotShared) {
+  Emulator first;
+  first.start();
+  Options options;
+  options.ports[Endpoint::kAppService] = first.port(Endpoint::kAppService);
+  Emulator second(options);
+  try {
+    second.start();
+    ADD_FAILURE() << "a second emulator started on port " << first.port(Endpoint::kAppService);
+  } catch (const std::runtime_error& error) {
+    EXPECT_NE(std::string(error.what()).find("cannot listen on"), std::string::npos)
+        << error.what();
+  }
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(app_service(first).status, 200);
+}
+
 TEST(EmulatorLifecycleTest, RestartsOnNewPortsAndCleansUp) {
   std::string temp_file;
   {

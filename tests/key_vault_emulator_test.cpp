@@ -917,6 +917,23 @@ TEST_F(KeyVaultEmulatorTest, RestartsOnTheSamePort) {
   EXPECT_EQ(wrap("data-key", random_bytes(32)).status, 200);
 }
 
+// A second emulator told to use the same port fails to start instead of sharing it (and taking
+// part of the first one's connections).
+TEST_F(KeyVaultEmulatorTest, APortInUseIsRefusedNotShared) {
+  KeyVaultOptions options;
+  options.port = vault_->port();
+  TokenLedger ledger;
+  KeyVaultServer second(ledger, options);
+  try {
+    second.start();
+    ADD_FAILURE() << "a second Key Vault emulator started on port " << options.port;
+  } catch (const std::runtime_error& error) {
+    EXPECT_NE(std::string(error.what()).find("cannot listen on"), std::string::npos)
+        << error.what();
+  }
+  EXPECT_EQ(wrap("data-key", random_bytes(32)).status, 200);
+}
+
 // ---- Hostile clients ------------------------------------------------------------------------
 // Any local process can connect to the emulator: none may crash it or keep it from serving.
 
