@@ -141,6 +141,19 @@ TEST(Detect, NothingSetFallsBackToImds) {
             kSupportsSystemAssigned | kSupportsClientId | kSupportsObjectId | kSupportsResourceId);
 }
 
+// A half-configured environment is not an empty one: the fallback's reason names what is set.
+TEST(Detect, VariablesSetWithoutTheRestOfTheirSetAreNamedInTheFallbacksReason) {
+  const std::map<std::string, std::string> vars{
+      {"IDENTITY_ENDPOINT", "http://127.0.0.1:9/msi/token"}, {"MSI_SECRET", "secret-value"}};
+  const Detection detection = detect_in(MapEnvironment(vars));
+  EXPECT_EQ(detection.kind, SourceKind::kImds);
+  EXPECT_THAT(detection.reason,
+              HasSubstr("IDENTITY_ENDPOINT and MSI_SECRET are set, but not with"));
+  EXPECT_THAT(detection.reason, HasSubstr("IMDS is the fallback"));
+  EXPECT_THAT(detection.reason, Not(HasSubstr("no other hosting environment")));
+  EXPECT_THAT(detection.reason, Not(HasSubstr("secret-value")));
+}
+
 TEST(Detect, PodIdentityAuthorityIsJoinedWithoutADoubleSlash) {
   for (const char* authority : {"http://127.0.0.1:2579", "http://127.0.0.1:2579/"}) {
     MapEnvironment env(Vars{{"AZURE_POD_IDENTITY_AUTHORITY_HOST", authority}});

@@ -644,6 +644,48 @@ TEST_F(SourceTest, ImdsByFallbackEndsAtOnceWhenNothingIsThere) {
   EXPECT_EQ(http_->options()[0].connect_timeout, milliseconds{1'000});
 }
 
+// The probe's error tells what happened (refused, or no connection within the second), names
+// identity variables that were set without the rest of their set, and when the authority is
+// AZURE_POD_IDENTITY_AUTHORITY_HOST's, asks whether that endpoint is running.
+TEST_F(SourceTest, ImdsProbeErrorSaysWhatHappenedAndWhatWasSet) {
+  auto clock = std::make_shared<testing::AutoAdvanceClock>();
+  const SourceContext context = instant_context(clock);
+  const auto fail_with = [this](ErrorCode code, const std::string& detail) {
+    http_->set_handler([code, detail](const HttpRequest&, const HttpOptions&) -> HttpResponse {
+      throw Error(code, "GET failed: " + std::string(kNoConnectionMarker) + detail);
+    });
+  };
+  const auto message_of = [&](const MapEnvironment& env) {
+    auto imds = make_source(env, std::nullopt, context);
+    try {
+      imds->fetch({}, clock->steady_now() + seconds{120});
+    } catch (const Error& error) {
+      EXPECT_EQ(error.code(), ErrorCode::kNoSource) << error.what();
+      return std::string(error.what());
+    }
+    ADD_FAILURE() << "fetched a token with nothing there";
+    return std::string();
+  };
+
+  fail_with(ErrorCode::kConnection, "Failed to connect after 0 ms: Couldn't connect to server");
+  std::string refused = message_of(MapEnvironment{});
+  EXPECT_THAT(refused, HasSubstr("could not be connected to"));
+  EXPECT_THAT(refused, Not(HasSubstr("within 1000 ms")));
+  EXPECT_THAT(refused, HasSubstr("no other hosting environment's variables are set"));
+  EXPECT_THAT(refused, HasSubstr("azkms-emulator --print-env"));
+
+  fail_with(ErrorCode::kTimeout, "Connection timed out after 1000 milliseconds");
+  EXPECT_THAT(message_of(MapEnvironment{}), HasSubstr("accepted no connection within 1000 ms"));
+
+  const std::string half_set = message_of(MapEnvironment(std::map<std::string, std::string>{
+      {"IDENTITY_ENDPOINT", "http://127.0.0.1:9/msi/token"},
+      {"AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:9"}}));
+  EXPECT_THAT(half_set, HasSubstr("IDENTITY_ENDPOINT is set, but not with the variables"));
+  EXPECT_THAT(half_set, Not(HasSubstr("no other hosting environment's variables are set")));
+  EXPECT_THAT(half_set,
+              HasSubstr("AZURE_POD_IDENTITY_AUTHORITY_HOST names this endpoint: is it running"));
+}
+
 // Named explicitly, IMDS is assumed to be there: transport failures are retried as before.
 TEST_F(SourceTest, ImdsNamedExplicitlyRetriesTransportFailures) {
   auto clock = std::make_shared<testing::AutoAdvanceClock>();

@@ -18,6 +18,27 @@ namespace {
 constexpr std::string_view kDefaultAuthority = "http://169.254.169.254";
 constexpr std::string_view kTokenPath = "/metadata/identity/oauth2/token";
 
+// What detection looks for before it falls back to IMDS.
+constexpr std::string_view kLookedFor =
+    "IDENTITY_ENDPOINT with IDENTITY_HEADER, IMDS_ENDPOINT or IDENTITY_SERVER_THUMBPRINT; "
+    "MSI_ENDPOINT; AZURE_FEDERATED_TOKEN_FILE with AZURE_CLIENT_ID and AZURE_TENANT_ID; the "
+    "Azure Arc agent";
+
+// What the fallback found of the other environments' variables. A variable that belongs to
+// them alone, set without the rest of its set (IDENTITY_ENDPOINT without IDENTITY_HEADER, say),
+// is named: that environment is half configured, not absent. Names only, never values.
+std::string other_environments(const Environment& env) {
+  std::vector<std::string_view> set;
+  for (const std::string_view name :
+       {kIdentityEndpoint, kIdentityHeader, kIdentityServerThumbprint, kImdsEndpoint, kMsiEndpoint,
+        kMsiSecret, kFederatedTokenFile}) {
+    if (get(env, name)) set.push_back(name);
+  }
+  if (set.empty()) return "no other hosting environment's variables are set";
+  return join_names(set) + (set.size() == 1 ? " is" : " are") +
+         " set, but not with the variables that complete a hosting environment";
+}
+
 // How long a probe of IMDS waits for a connection, as the Azure SDKs do.
 constexpr std::chrono::milliseconds kProbeConnectTimeout{1'000};
 
@@ -28,8 +49,13 @@ class ImdsSource final : public HttpTokenSource {
   // and a connection that fails or does not come ends the fetch at once with kNoSource instead
   // of the half minute of retries the IMDS policy allows. Once IMDS has answered anything, the
   // full policy applies.
-  ImdsSource(std::string authority, bool probe, SourceContext context)
-      : HttpTokenSource(std::move(context)), authority_(std::move(authority)), probe_(probe) {}
+  // `environment`: what the fallback found of the other environments' variables, for the
+  // error that ends a probe.
+  ImdsSource(std::string authority, bool probe, std::string environment, SourceContext context)
+      : HttpTokenSource(std::move(context)),
+        authority_(std::move(authority)),
+        probe_(probe),
+        environment_(std::move(environment)) {}
 
   [[nodiscard]] SourceKind kind() const override { return SourceKind::kImds; }
   [[nodiscard]] std::string endpoint() const override {
@@ -53,16 +79,7 @@ class ImdsSource final : public HttpTokenSource {
       return response;
     } catch (const Error& error) {
       if (!is_no_connection(error)) throw;
-      throw make_error(ErrorCode::kNoSource,
-                       "no managed identity endpoint was found: no hosting environment's "
-                       "variables are set (looked for IDENTITY_ENDPOINT with IDENTITY_HEADER, "
-                       "IMDS_ENDPOINT or IDENTITY_SERVER_THUMBPRINT; MSI_ENDPOINT; "
-                       "AZURE_FEDERATED_TOKEN_FILE with AZURE_CLIENT_ID and AZURE_TENANT_ID; the "
-                       "Azure Arc agent), and IMDS at " +
-                           authority_ + " did not accept a connection within " +
-                           std::to_string(kProbeConnectTimeout.count()) + " ms (" + error.what() +
-                           "). Off Azure, name a source or use a callback; on an Azure VM, check "
-                           "that a managed identity is enabled");
+      throw make_error(ErrorCode::kNoSource, nothing_there(error));
     }
   }
 
@@ -99,8 +116,26 @@ class ImdsSource final : public HttpTokenSource {
     return http;
   }
 
+  // The message of the probe's end: what was looked for, what happened at IMDS, what to do.
+  [[nodiscard]] std::string nothing_there(const Error& error) const {
+    const std::string happened = error.code() == ErrorCode::kTimeout
+                                     ? "accepted no connection within " +
+                                           std::to_string(kProbeConnectTimeout.count()) + " ms"
+                                     : "could not be connected to";
+    return "no managed identity endpoint was found: " + environment_ + " (looked for " +
+           std::string(kLookedFor) + "), and IMDS at " + authority_ + " " + happened + " (" +
+           error.what() + "). " +
+           (authority_ == kDefaultAuthority
+                ? "Off Azure, set the variables of an identity endpoint (azkms-emulator "
+                  "--print-env prints those of a local one) or give azkms a callback source; "
+                  "on an Azure VM, check that a managed identity is enabled"
+                : std::string(kPodIdentityAuthorityHost) +
+                      " names this endpoint: is it running (a local azkms-emulator, say)?");
+  }
+
   std::string authority_;
   bool probe_;
+  std::string environment_;
   std::atomic<bool> answered_{false};
 };
 
@@ -108,16 +143,16 @@ class ImdsSource final : public HttpTokenSource {
 
 Candidate make_imds(const Environment& env, const SourceContext& context, Mode mode) {
   std::string authority(kDefaultAuthority);
-  std::string reason = mode == Mode::kForced
-                           ? "IMDS needs no variable"
-                           : "no other hosting environment's variables are set: IMDS is the "
-                             "fallback";
+  const std::string environment = other_environments(env);
+  std::string reason =
+      mode == Mode::kForced ? "IMDS needs no variable" : environment + ": IMDS is the fallback";
   if (auto host = get(env, kPodIdentityAuthorityHost)) {
     authority = checked_authority(SourceKind::kImds, kPodIdentityAuthorityHost, *host);
     reason += " (authority from " + std::string(kPodIdentityAuthorityHost) + ")";
   }
   const bool probe = mode != Mode::kForced;
-  return {std::make_shared<ImdsSource>(std::move(authority), probe, context), std::move(reason)};
+  return {std::make_shared<ImdsSource>(std::move(authority), probe, environment, context),
+          std::move(reason)};
 }
 
 }  // namespace azkms::sources
