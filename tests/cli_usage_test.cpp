@@ -150,6 +150,117 @@ TEST_F(CliUsage, JsonAppliesToUsageErrors) {
   }
 }
 
+// --json anywhere on the command line makes a usage error JSON, even one found before the
+// command is known: a mistyped command, or --json put before the command (refused, with a
+// message saying where it goes).
+TEST_F(CliUsage, JsonAppliesToUsageErrorsFoundBeforeTheCommand) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"tokn --json", "did you mean 'token'?"},
+      {"--json token", "put --json after the command"},
+      {"--json token --source app-service", "put --json after the command"},
+      {"--json", "put --json after the command"},
+      {"demo --json", "--json"},
+  };
+  for (const auto& [arguments, says] : cases) {
+    const auto before = requests();
+    const CliRun run = run_cli(app_service(), arguments, scratch_);
+    EXPECT_EQ(run.exit_code, 2) << arguments << ": " << run.err;
+    EXPECT_TRUE(run.err.empty()) << arguments << ": " << run.err;
+    ASSERT_EQ(std::count(run.out.begin(), run.out.end(), '\n'), 1) << arguments << ": " << run.out;
+    const auto shown = nlohmann::json::parse(run.out, nullptr, /*allow_exceptions=*/false);
+    ASSERT_TRUE(shown.is_object()) << arguments << ": " << run.out;
+    EXPECT_EQ(shown.at("error").at("code"), "usage") << run.out;
+    EXPECT_THAT(shown.at("error").at("message").get<std::string>(), HasSubstr(says)) << run.out;
+    EXPECT_EQ(requests(), before) << arguments;
+  }
+}
+
+// Every usage error in text is one line, like the runtime errors: "azkms: ", what is wrong,
+// and where to read more.
+TEST_F(CliUsage, UsageErrorsAreOneLineThatPointsToHelp) {
+  const char* cases[] = {
+      "token --client-id a --object-id b",
+      "token --no-such-flag",
+      "token --timeout-ms 0",
+      "token --timeout-ms abc",
+      "token --source",
+      "token --resource ''",
+      "detect --source nope",
+      "token extra",
+      "",
+      "tokn",
+  };
+  for (const char* arguments : cases) {
+    const CliRun run = run_cli(app_service(), arguments, scratch_);
+    EXPECT_EQ(run.exit_code, 2) << arguments << ": " << run.err;
+    EXPECT_TRUE(run.out.empty()) << arguments << ": " << run.out;
+    EXPECT_EQ(std::count(run.err.begin(), run.err.end(), '\n'), 1) << arguments << ": " << run.err;
+    EXPECT_EQ(run.err.rfind("azkms: ", 0), 0u) << arguments << ": " << run.err;
+    EXPECT_THAT(run.err, ::testing::EndsWith("--help)\n")) << arguments << ": " << run.err;
+  }
+  const CliRun excluded = run_cli(app_service(), "token --client-id a --object-id b", scratch_);
+  EXPECT_THAT(excluded.err, HasSubstr("see azkms token --help"));
+}
+
+// An empty --resource has its own hint: leaving it out means Key Vault, not an identity.
+TEST_F(CliUsage, AnEmptyResourceSaysWhatLeavingItOutMeans) {
+  const CliRun run = run_cli(app_service(), "token --resource ''", scratch_);
+  EXPECT_EQ(run.exit_code, 2) << run.err;
+  EXPECT_THAT(run.err, HasSubstr("--resource: must not be empty"));
+  EXPECT_THAT(run.err, HasSubstr("leave the option out for https://vault.azure.net"));
+  EXPECT_THAT(run.err, Not(HasSubstr("system-assigned")));
+  const CliRun identity = run_cli(app_service(), "token --client-id ''", scratch_);
+  EXPECT_THAT(identity.err, HasSubstr("to use the system-assigned identity"));
+}
+
+TEST_F(CliUsage, TimeoutMsSaysItWantsWholeMilliseconds) {
+  for (const char* value : {"abc", "0", "1.5", "600001", "-5", "10000000000000"}) {
+    const CliRun run = run_cli(app_service(), "token --timeout-ms " + std::string(value), scratch_);
+    EXPECT_EQ(run.exit_code, 2) << value << ": " << run.err;
+    EXPECT_THAT(run.err, HasSubstr("--timeout-ms"));
+    EXPECT_THAT(run.err, HasSubstr("a whole number of milliseconds from 1 to 600000")) << value;
+    EXPECT_THAT(run.err, Not(HasSubstr("Value "))) << value;
+  }
+}
+
+TEST_F(CliUsage, AnOptionWithoutItsValueSaysWhatItNeeds) {
+  for (const char* arguments : {"token --source", "detect --source", "token --source --json"}) {
+    const CliRun run = run_cli(app_service(), arguments, scratch_);
+    const std::string said = run.err + run.out;
+    EXPECT_EQ(run.exit_code, 2) << arguments << ": " << said;
+    EXPECT_THAT(said, HasSubstr("--source")) << arguments;
+    EXPECT_THAT(said, HasSubstr("needs a source name")) << arguments;
+    EXPECT_THAT(said, HasSubstr("imds")) << arguments;
+    EXPECT_THAT(said, HasSubstr("workload-identity")) << arguments;
+    EXPECT_THAT(said, Not(HasSubstr("required"))) << arguments;
+  }
+  const CliRun client = run_cli(app_service(), "token --client-id", scratch_);
+  EXPECT_EQ(client.exit_code, 2) << client.err;
+  EXPECT_THAT(client.err, HasSubstr("--client-id needs a value"));
+  EXPECT_THAT(client.err, Not(HasSubstr("required")));
+  // CLI11 would take the next option as the value: `--client-id --json` is not client id
+  // "--json", and no request is made for it.
+  for (const char* arguments :
+       {"token --client-id --json", "token --object-id -v", "token --resource --json"}) {
+    const auto before = requests();
+    const CliRun run = run_cli(app_service(), arguments, scratch_);
+    EXPECT_EQ(run.exit_code, 2) << arguments << ": " << run.err << run.out;
+    EXPECT_THAT(run.err + run.out, HasSubstr("needs a value")) << arguments;
+    EXPECT_EQ(requests(), before) << arguments;
+  }
+}
+
+// demo has no --json: its help must not offer it.
+TEST_F(CliUsage, DemoHelpDoesNotOfferJson) {
+  const CliRun demo = run_cli(app_service(), "demo --help", scratch_);
+  EXPECT_EQ(demo.exit_code, 0) << demo.err;
+  EXPECT_THAT(demo.out, HasSubstr("Exit status"));
+  EXPECT_THAT(demo.out, Not(HasSubstr("json")));
+  const CliRun token = run_cli(app_service(), "token --help", scratch_);
+  EXPECT_EQ(token.exit_code, 0) << token.err;
+  EXPECT_THAT(token.out, HasSubstr("with --json"));
+}
+
 TEST_F(CliUsage, JsonErrorHasNullWhereAFieldDoesNotApply) {
   // A workload identity without its variables: refused before any request.
   auto vars = app_service();

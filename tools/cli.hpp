@@ -28,7 +28,9 @@ inline constexpr const char* kSourceNames =
 CLI::Option* add_source_option(CLI::App& command, std::string& source, const std::string& help);
 
 // Refuses an empty value while parsing: `--client-id ""` must not quietly mean "no selector".
-const CLI::Validator& non_empty();
+// `when_left_out` says what leaving the option out means instead ("to use the
+// system-assigned identity", "for https://vault.azure.net").
+CLI::Validator non_empty(const std::string& when_left_out);
 
 // Flags shared by commands that fetch tokens: --source, --client-id/--object-id/--resource-id.
 struct IdentityFlags {

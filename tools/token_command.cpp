@@ -1,5 +1,6 @@
 // `azkms token`: fetch one token from the detected (or named) source. The only command that
 // prints a token, because asking for it is the whole point of the command.
+#include <charconv>
 #include <chrono>
 #include <ctime>
 #include <iostream>
@@ -15,6 +16,21 @@ namespace azkms::cli {
 namespace {
 
 constexpr long long kLongestTimeoutMs = 600'000;  // 10 minutes
+
+// --timeout-ms: digits only, 1 to kLongestTimeoutMs. Said in words, for "abc" as for "0".
+const CLI::Validator& whole_milliseconds() {
+  static const CLI::Validator validator(
+      [](std::string& value) -> std::string {
+        long long ms = 0;
+        const char* end = value.data() + value.size();
+        const auto [stop, failure] = std::from_chars(value.data(), end, ms);
+        if (failure == std::errc{} && stop == end && ms >= 1 && ms <= kLongestTimeoutMs) return {};
+        return "expects a whole number of milliseconds from 1 to " +
+               std::to_string(kLongestTimeoutMs) + ", not '" + safe_excerpt(value, 40) + "'";
+      },
+      "MILLISECONDS");
+  return validator;
+}
 
 struct TokenFlags {
   IdentityFlags identity;
@@ -111,7 +127,7 @@ Action add_token_command(CLI::App& app) {
   auto* command = app.add_subcommand("token", "Fetch an access token and print it");
   command->add_option("--resource", flags->resource, "resource URI the token is for")
       ->capture_default_str()
-      ->check(non_empty());
+      ->check(non_empty("for " + std::string(kKeyVaultResource)));
   flags->identity.add_to(*command);
   // Checked while parsing, before any arithmetic: 10000000000000 ms once overflowed the
   // deadline into the past. The bound is tokenTimeoutMs's in a KMS provider configuration.
@@ -119,7 +135,7 @@ Action add_token_command(CLI::App& app) {
       ->add_option("--timeout-ms", flags->timeout_ms,
                    "deadline for the whole operation, 1 to 600000 ms")
       ->capture_default_str()
-      ->check(CLI::Range(1LL, kLongestTimeoutMs));
+      ->check(whole_milliseconds());
   command->add_flag("--json", flags->json,
                     "print {accessToken, expiresOn, tokenType, resource, source}; on failure "
                     "{\"error\": {code, message, source, endpoint, status, attempts}}");
