@@ -915,6 +915,20 @@ TEST_F(ArcTest, UserAssignedIdentitiesAreSentAndMustBeEchoed) {
   }
 }
 
+// Arc answers 400 "Identity not found" for a user-assigned identity the server does not have:
+// the hint names the selector, as App Service's and IMDS's do.
+TEST_F(ArcTest, A400HintNamesTheIdentitySelector) {
+  const std::string key = write(dir_ / "tokens" / "abc.key", "ARC-KEY-SECRET-0042");
+  auto arc = source(vars_, std::nullopt, RetryPolicy::no_retries());
+  http_->respond(challenge(key));
+  http_->respond(400, R"({"error":"invalid_request","error_description":"Identity not found"})");
+  const Error error = fetch_error(*arc, for_identity(IdentitySelector::client_id("cid-7")));
+  EXPECT_EQ(error.http_status(), 400) << error.what();
+  EXPECT_THAT(error.what(), HasSubstr("check the resource and the identity selector"));
+  EXPECT_THAT(error.what(), HasSubstr("assigned to this server"));
+  EXPECT_THAT(error.what(), Not(HasSubstr("ARC-KEY-SECRET")));
+}
+
 TEST_F(ArcTest, AcceptsAQuotedRealm) {
   const std::string key = write(dir_ / "tokens" / "q.key", "k");
   auto arc = source(vars_);

@@ -123,7 +123,8 @@ class AzureArcSource final : public HttpTokenSource {
 
   [[nodiscard]] std::string status_hint(int status) const override {
     if (status == 400) {
-      return "check the resource; is the server connected to Azure Arc with its identity?";
+      return "check the resource and the identity selector; is the server connected to Azure "
+             "Arc, with the identity asked for (a user-assigned one: assigned to this server)?";
     }
     if (status == 404)
       return "check IDENTITY_ENDPOINT; is the Azure Connected Machine agent "
