@@ -19,13 +19,15 @@
 namespace azkms {
 namespace {
 
-std::string supported_list(std::uint8_t set) {
+// "system-assigned, client id": no selector named as whose token it gets from `source`.
+std::string supported_list(std::uint8_t set, SourceKind source) {
   std::string text;
   for (auto kind : {IdentitySelector::Kind::kSystemAssigned, IdentitySelector::Kind::kClientId,
                     IdentitySelector::Kind::kObjectId, IdentitySelector::Kind::kResourceId}) {
     if (!supports(set, kind)) continue;
     if (!text.empty()) text += ", ";
-    text += to_string(kind);
+    text += kind == IdentitySelector::Kind::kSystemAssigned ? default_identity(source)
+                                                            : to_string(kind);
   }
   return text.empty() ? std::string("none") : text;
 }
@@ -143,7 +145,7 @@ std::string HttpTokenSource::expected_client_id(const TokenRequest& request) con
 }
 
 void HttpTokenSource::check_selector(const TokenRequest& request) const {
-  const auto kind = request.identity.kind();
+  const auto kind = request.identity.kind();  // the selector's, not the source's
   if (kind != IdentitySelector::Kind::kSystemAssigned && request.identity.value().empty()) {
     throw make_error(ErrorCode::kConfiguration,
                      "an empty " + std::string(to_string(kind)) +
@@ -151,8 +153,9 @@ void HttpTokenSource::check_selector(const TokenRequest& request) const {
                          "system-assigned one");
   }
   if (supports(supported_selectors(), kind)) return;
-  std::string message = "cannot select a managed identity by " + std::string(to_string(kind)) +
-                        "; this source supports: " + supported_list(supported_selectors());
+  std::string message =
+      "cannot select a managed identity by " + std::string(to_string(kind)) +
+      "; this source supports: " + supported_list(supported_selectors(), this->kind());
   if (auto note = selector_note(); !note.empty()) message += " (" + note + ")";
   throw make_error(ErrorCode::kUnsupportedSelector, std::move(message));
 }

@@ -37,6 +37,17 @@ std::string_view to_string(SourceKind kind) noexcept { return names_of(kind).cli
 
 std::string_view display_name(SourceKind kind) noexcept { return names_of(kind).display; }
 
+std::string_view default_identity(SourceKind kind) noexcept {
+  switch (kind) {
+    case SourceKind::kWorkloadIdentity:
+      return "default (AZURE_CLIENT_ID)";
+    case SourceKind::kCustom:
+      return "default";
+    default:
+      return "system-assigned";
+  }
+}
+
 std::optional<SourceKind> parse_source_kind(std::string_view name) noexcept {
   for (const auto& entry : kNames) {
     if (entry.cli_name == name) return entry.kind;

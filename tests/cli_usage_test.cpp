@@ -308,6 +308,19 @@ TEST_F(CliUsage, VerboseShowsEveryAttemptAndNoSecret) {
   EXPECT_TRUE(quiet.err.empty()) << quiet.err;
 }
 
+// Workload identity has no system-assigned identity: without a selector it signs in as the app
+// registration AZURE_CLIENT_ID names, and `detect` says so rather than "system-assigned".
+TEST_F(CliUsage, DetectNamesWhoWorkloadIdentitySignsInAsWithoutASelector) {
+  const CliRun run =
+      run_cli(emu_.client_environment(Endpoint::kWorkloadIdentity), "detect", scratch_);
+  EXPECT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_THAT(run.out, HasSubstr("identities: default (AZURE_CLIENT_ID), client id\n"));
+  EXPECT_THAT(run.out, Not(HasSubstr("system-assigned")));
+
+  const CliRun app = run_cli(app_service(), "detect", scratch_);
+  EXPECT_THAT(app.out, HasSubstr("identities: system-assigned, client id"));
+}
+
 // The runner itself. A sanitizer build's runtime may write a note of its own on the program's
 // stderr; tests that count the program's lines must not count it, and must not miss a report.
 TEST(CliRunner, SanitizerNotesAreSetApartFromTheProgramsLines) {

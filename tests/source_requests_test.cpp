@@ -482,6 +482,9 @@ TEST_F(SourceTest, WorkloadIdentityRefusesObjectAndResourceIds) {
        {IdentitySelector::object_id("o"), IdentitySelector::resource_id(kResourceId)}) {
     const Error error = fetch_error(*workload, for_identity(identity));
     EXPECT_EQ(error.code(), ErrorCode::kUnsupportedSelector) << error.what();
+    // It has no system-assigned identity: without a selector it signs in as AZURE_CLIENT_ID.
+    EXPECT_THAT(error.what(), HasSubstr("supports: default (AZURE_CLIENT_ID), client id"));
+    EXPECT_THAT(error.what(), Not(HasSubstr("system-assigned")));
   }
   EXPECT_TRUE(http_->requests().empty());
 }

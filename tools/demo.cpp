@@ -21,6 +21,13 @@ namespace {
 namespace fs = std::filesystem;
 using Ms = std::chrono::duration<double, std::milli>;
 
+// "the system-assigned identity", "the default (AZURE_CLIENT_ID) identity" (workload identity
+// has no system-assigned one), or the user-assigned identity selected.
+std::string identity_of(const DemoOptions& options) {
+  if (!options.identity.is_system_assigned()) return options.identity.describe();
+  return "the " + std::string(default_identity(options.environment)) + " identity";
+}
+
 emulator::Endpoint endpoint_for(SourceKind kind) {
   switch (kind) {
     case SourceKind::kImds:
@@ -164,7 +171,7 @@ DemoReport run_demo(const DemoOptions& options, std::ostream& out) {
   steps.note("data key " + report.data_key_id + " stored in " + key_vault->describe());
   steps.note("credentials: " + providers->describe(kAzureProvider));
   steps.note("token: " + token.token.redacted() + " from " + token.source + " for " +
-             options.identity.describe() + ", valid for " + lifetime_of(token));
+             identity_of(options) + ", valid for " + lifetime_of(token));
 
   const BsonValue plain = BsonValue::utf8(options.sample);
   const BsonValue ciphertext =

@@ -14,11 +14,22 @@ struct DetectFlags {
   std::string source = "auto";
 };
 
+// The selector kinds, as the JSON lists them ("system-assigned" means no selector).
 std::vector<std::string> selector_names(std::uint8_t set) {
   std::vector<std::string> names;
   for (auto kind : {IdentitySelector::Kind::kSystemAssigned, IdentitySelector::Kind::kClientId,
                     IdentitySelector::Kind::kObjectId, IdentitySelector::Kind::kResourceId}) {
     if (supports(set, kind)) names.emplace_back(to_string(kind));
+  }
+  return names;
+}
+
+// For a person: no selector named as whose token it gets from `source`, "default
+// (AZURE_CLIENT_ID)" for workload identity, which has no system-assigned identity.
+std::vector<std::string> identity_names(std::uint8_t set, SourceKind source) {
+  std::vector<std::string> names = selector_names(set);
+  if (supports(set, IdentitySelector::Kind::kSystemAssigned)) {
+    names.front() = default_identity(source);
   }
   return names;
 }
@@ -31,7 +42,7 @@ void print_text(const Detection& d) {
             << safe_excerpt(d.reason, 1000) << "\n"
             << "endpoint:   " << safe_excerpt(d.endpoint, 300) << "\n"
             << "identities: ";
-  const auto names = selector_names(d.supported_selectors);
+  const auto names = identity_names(d.supported_selectors, d.kind);
   for (std::size_t i = 0; i < names.size(); ++i) std::cout << (i ? ", " : "") << names[i];
   std::cout << "\nvariables:" << (d.variables.empty() ? "  none set" : "") << "\n";
   for (const auto& var : d.variables) {

@@ -39,6 +39,11 @@ AZKMS_EXPORT std::string_view to_string(SourceKind kind) noexcept;
 // Human name: "IMDS", "App Service", "App Service 2017", "Azure ML", ...
 AZKMS_EXPORT std::string_view display_name(SourceKind kind) noexcept;
 AZKMS_EXPORT std::optional<SourceKind> parse_source_kind(std::string_view name) noexcept;
+// Whose token a request without an identity selector gets from this source, for messages:
+// "system-assigned" for the managed identity sources; "default (AZURE_CLIENT_ID)" for workload
+// identity, which has no system-assigned identity and signs in as the app registration that
+// AZURE_CLIENT_ID names; "default" for a callback.
+AZKMS_EXPORT std::string_view default_identity(SourceKind kind) noexcept;
 
 class AZKMS_EXPORT TokenSource {
  public:
