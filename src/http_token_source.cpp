@@ -149,8 +149,9 @@ void HttpTokenSource::check_selector(const TokenRequest& request) const {
   if (kind != IdentitySelector::Kind::kSystemAssigned && request.identity.value().empty()) {
     throw make_error(ErrorCode::kConfiguration,
                      "an empty " + std::string(to_string(kind)) +
-                         " was given: name the user-assigned identity, or ask for the "
-                         "system-assigned one");
+                         " was given: name the user-assigned identity, or give no selector "
+                         "for the " +
+                         std::string(default_identity(this->kind())) + " identity");
   }
   if (supports(supported_selectors(), kind)) return;
   std::string message =

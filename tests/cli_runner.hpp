@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -78,12 +79,14 @@ inline bool is_sanitizer_line(std::string_view line) {
 // program's output, so they are moved out of `err`, where tests count and read its lines. A
 // report of an error is never moved: it fails the test, and `err` keeps it.
 inline void set_aside_sanitizer_notes(CliRun& run) {
-  for (const char* report : {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
-                             "WARNING: ThreadSanitizer", "Sanitizer has encountered a fatal"}) {
-    if (run.err.find(report) != std::string::npos) {
-      ADD_FAILURE() << "the command-line program's sanitizer runtime reported: " << report;
-      return;
-    }
+  // A report's first line, as each runtime writes it; not the same words quoted in a message.
+  static const std::regex report(
+      R"((^|\n)(==\d+==ERROR: (Address|Leak)Sanitizer|==\d+==\w*Sanitizer has encountered a )"
+      R"(fatal error|[^\s:]+:\d+:\d+: runtime error:|WARNING: ThreadSanitizer))");
+  std::smatch found;
+  if (std::regex_search(run.err, found, report)) {
+    ADD_FAILURE() << "the command-line program's sanitizer runtime reported: " << found[2];
+    return;
   }
   std::string kept;
   std::istringstream lines(run.err);

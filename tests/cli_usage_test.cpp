@@ -175,6 +175,17 @@ TEST_F(CliUsage, JsonAppliesToUsageErrorsFoundBeforeTheCommand) {
   }
 }
 
+// --help and --version print their text and exit 0 wherever --json is.
+TEST_F(CliUsage, HelpAndVersionWinOverAJsonBeforeTheCommand) {
+  for (const char* arguments :
+       {"--help --json", "--json --help", "--version --json", "-h --json"}) {
+    const CliRun run = run_cli({}, arguments, scratch_);
+    EXPECT_EQ(run.exit_code, 0) << arguments << ": " << run.err << run.out;
+    EXPECT_FALSE(run.out.empty()) << arguments;
+    EXPECT_THAT(run.out, Not(HasSubstr("put --json after the command"))) << arguments;
+  }
+}
+
 // Every usage error in text is one line, like the runtime errors: "azkms: ", what is wrong,
 // and where to read more.
 TEST_F(CliUsage, UsageErrorsAreOneLineThatPointsToHelp) {
@@ -210,7 +221,7 @@ TEST_F(CliUsage, AnEmptyResourceSaysWhatLeavingItOutMeans) {
   EXPECT_THAT(run.err, HasSubstr("leave the option out for https://vault.azure.net"));
   EXPECT_THAT(run.err, Not(HasSubstr("system-assigned")));
   const CliRun identity = run_cli(app_service(), "token --client-id ''", scratch_);
-  EXPECT_THAT(identity.err, HasSubstr("to use the system-assigned identity"));
+  EXPECT_THAT(identity.err, HasSubstr("to use the source's default identity"));
 }
 
 TEST_F(CliUsage, TimeoutMsSaysItWantsWholeMilliseconds) {
@@ -336,7 +347,8 @@ TEST(CliRunner, SanitizerNotesAreSetApartFromTheProgramsLines) {
 
 TEST(CliRunner, TextThatOnlyLooksLikeANoteStaysTheProgramsOwn) {
   for (const std::string text :
-       {"== not a note\n", "==12 no closing marks\n", "====\n", "azkms: ==1== in the middle\n"}) {
+       {"== not a note\n", "==12 no closing marks\n", "====\n", "azkms: ==1== in the middle\n",
+        "azkms: error [http_status]: the body said: runtime error: ERROR: AddressSanitizer\n"}) {
     CliRun run;
     run.err = text;
     testing::set_aside_sanitizer_notes(run);

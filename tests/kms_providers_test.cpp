@@ -111,6 +111,19 @@ TEST(KmsProvidersTest, DescribeReportsTheResourceAsSentNotTheScope) {
   EXPECT_EQ(text.find(".default"), std::string::npos) << text;
 }
 
+// Workload identity has no system-assigned identity: without a selector it is the app that
+// AZURE_CLIENT_ID names, and describe() says so.
+TEST(KmsProvidersTest, DescribeNamesWorkloadIdentitysDefaultIdentity) {
+  KmsProviders registry;
+  registry.add("azure:wi",
+               ProviderConfig{SourceKind::kWorkloadIdentity, {}, "https://vault.azure.net"});
+  registry.add("azure:app", ProviderConfig{SourceKind::kAppService, {}, "https://vault.azure.net"});
+  const std::string text = registry.describe("azure:wi");
+  EXPECT_NE(text.find("default (AZURE_CLIENT_ID) identity"), std::string::npos) << text;
+  EXPECT_EQ(text.find("system-assigned"), std::string::npos) << text;
+  EXPECT_NE(registry.describe("azure:app").find("system-assigned identity"), std::string::npos);
+}
+
 TEST(KmsProvidersTest, NothingIsFetchedOrDetectedBeforeItIsAsked) {
   // An App Service source named with no App Service variables: registering must not fail,
   // because nothing is looked at until a token is asked for.

@@ -395,7 +395,7 @@ TEST_F(CliSecrets, DetectAndFailingTokenPrintNoSecret) {
 
     for (const char* detect : {"detect", "detect --json"}) {
       CliRun run = run_cli(vars, detect, scratch_);
-      EXPECT_EQ(run.exit_code, 0) << name << " " << detect << ": " << run.err;
+      EXPECT_EQ(run.exit_code, 0) << name << " " << detect;  // its stderr is checked below
       EXPECT_THAT(run.out, ::testing::HasSubstr(std::string(emulator::display_name(endpoint))));
       runs.emplace_back(name + " " + detect, std::move(run));
     }
@@ -431,7 +431,7 @@ TEST_F(CliSecrets, DetectAndFailingTokenPrintNoSecret) {
     // Successful `token` prints the token on stdout, by design, and nothing secret elsewhere.
     for (const char* format : {"", " --json"}) {
       CliRun run = run_cli(vars, "token " + source + " --timeout-ms 5000" + format, scratch_);
-      EXPECT_EQ(run.exit_code, 0) << name << ": " << run.err;
+      EXPECT_EQ(run.exit_code, 0) << name;  // its stderr is checked below
       auto pos = run.out.find(kEmulatorTokenPrefix);
       if (pos == std::string::npos) {
         ADD_FAILURE() << name << ": `token` printed no token";
@@ -460,6 +460,7 @@ TEST_F(CliSecrets, DetectAndFailingTokenPrintNoSecret) {
   for (const auto& [what, run] : runs) {
     checker.check(run.out, "stdout of `azkms " + what + "`");
     checker.check(run.err, "stderr of `azkms " + what + "`");
+    checker.check(run.sanitizer_notes, "sanitizer notes on stderr of `azkms " + what + "`");
   }
   report(checker, unexpected_lines);
   EXPECT_EQ(printed_tokens.size(), 2 * emulator::kAllEndpoints.size());
@@ -499,12 +500,19 @@ TEST_P(CliEchoes, NoEchoedSecretReachesTheTerminal) {
       if (run.exit_code == 0) {
         if (*format == '\0') {
           // Drop the token line, printed on purpose; everything else is checked.
+          // EXPECT and skip, not ASSERT: the findings gathered so far are still reported.
           const auto at = run.out.find("\ntoken:      ");
-          ASSERT_NE(at, std::string::npos) << fault;
+          if (at == std::string::npos) {
+            ADD_FAILURE() << fault << ": no token line";
+            continue;
+          }
           run.out.erase(at, run.out.find('\n', at + 1) - at);
         } else {
           auto shown = nlohmann::json::parse(run.out, nullptr, false);
-          ASSERT_TRUE(shown.is_object()) << fault;
+          if (!shown.is_object()) {
+            ADD_FAILURE() << fault << ": stdout is not one JSON object";
+            continue;
+          }
           shown.erase("accessToken");
           run.out = shown.dump();
         }
@@ -513,7 +521,7 @@ TEST_P(CliEchoes, NoEchoedSecretReachesTheTerminal) {
       } else {
         // With --json, the failure is one JSON object on stdout: checked whole.
         const auto shown = nlohmann::json::parse(run.out, nullptr, false);
-        EXPECT_TRUE(shown.is_object() && shown.contains("error")) << fault << ": " << run.out;
+        EXPECT_TRUE(shown.is_object() && shown.contains("error")) << fault;  // checked below
       }
       runs.emplace_back("token" + std::string(format) + " with " + fault, std::move(run));
     }
@@ -526,6 +534,7 @@ TEST_P(CliEchoes, NoEchoedSecretReachesTheTerminal) {
     failures += run.exit_code != 0 ? 1 : 0;
     checker.check(run.out, "stdout of `azkms " + what + "`");
     checker.check(run.err, "stderr of `azkms " + what + "`");
+    checker.check(run.sanitizer_notes, "sanitizer notes on stderr of `azkms " + what + "`");
   }
   report(checker, unexpected_lines);
   EXPECT_GE(runs.size(), 30u);
@@ -539,7 +548,7 @@ INSTANTIATE_TEST_SUITE_P(Sources, CliEchoes, ::testing::ValuesIn(emulator::kAllE
 // The demo prints each step and the token's source, never the token.
 TEST_F(CliSecrets, DemoPrintsNoToken) {
   CliRun run = run_cli({}, "demo", scratch_);
-  EXPECT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(run.exit_code, 0);
   EXPECT_FALSE(run.out.empty());
   EXPECT_EQ(run.out.find(".emulator."), std::string::npos) << "the demo printed a token";
   EXPECT_EQ(run.err.find(".emulator."), std::string::npos) << "the demo printed a token";

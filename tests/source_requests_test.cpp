@@ -680,6 +680,18 @@ TEST_F(SourceTest, ImdsProbeErrorSaysWhatHappenedAndWhatWasSet) {
   fail_with(ErrorCode::kTimeout, "Connection timed out after 1000 milliseconds");
   EXPECT_THAT(message_of(MapEnvironment{}), HasSubstr("accepted no connection within 1000 ms"));
 
+  // A deadline shorter than the probe's second: its timeout is the caller's, not a verdict on
+  // IMDS, and is not turned into "no managed identity endpoint was found".
+  fail_with(ErrorCode::kTimeout, "Connection timed out after 300 milliseconds");
+  auto imds = make_source(MapEnvironment{}, std::nullopt, context);
+  try {
+    imds->fetch({}, clock->steady_now() + milliseconds{300});
+    ADD_FAILURE() << "fetched a token with nothing there";
+  } catch (const Error& error) {
+    EXPECT_EQ(error.code(), ErrorCode::kTimeout) << error.what();
+    EXPECT_THAT(error.what(), Not(HasSubstr("no managed identity endpoint")));
+  }
+
   const std::string half_set = message_of(MapEnvironment(std::map<std::string, std::string>{
       {"IDENTITY_ENDPOINT", "http://127.0.0.1:9/msi/token"},
       {"AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:9"}}));

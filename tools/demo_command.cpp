@@ -38,10 +38,9 @@ Action add_demo_command(CLI::App& app) {
       "demo",
       "Create a data key, encrypt and decrypt a field, with credentials from an emulated Azure "
       "hosting environment (in-process, loopback only)");
-  // The app's footer speaks of --json, which demo does not take.
-  command->footer(
-      "Exit status: 0 success, 1 failure (one line on stderr), 2 usage error (one line on "
-      "stderr).");
+  // The app's footer offers --json for failures, which demo does not take. (A --json on the
+  // command line still makes a usage error JSON, as for every command: azkms --help says so.)
+  command->footer("Exit status: 0 success, 1 failure (one line on stderr), 2 usage error.");
   flags->identity.add_to(*command);
   command->add_option("--sample", flags->sample, "the value to encrypt")->capture_default_str();
   return [flags] { return run(*flags); };

@@ -40,7 +40,9 @@ CLI::Option* add_source_option(CLI::App& command, std::string& source, const std
 }
 
 // What leaving out --client-id, --object-id and --resource-id means.
-constexpr const char* kNoSelectorMeans = "to use the system-assigned identity";
+constexpr const char* kNoSelectorMeans =
+    "to use the source's default identity: the system-assigned one, or for workload identity "
+    "the app in AZURE_CLIENT_ID";
 
 CLI::Validator non_empty(const std::string& when_left_out) {
   return {[when_left_out](std::string& value) -> std::string {
@@ -151,13 +153,16 @@ bool json_requested(int argc, char** argv) {
 
 // --json belongs to the command (detect, token): before it, it would be the app's option, which
 // it is not. Said plainly rather than as "The following argument was not expected".
+// --help and --version win over it: they print their text and exit 0, --json or not.
 bool json_before_command(const CLI::App& app, int argc, char** argv) {
+  bool json = false;
   for (int i = 1; i < argc; ++i) {
     const std::string_view argument = argv[i];
-    if (argument == "--json") return true;
-    if (argument == "--" || is_command(app, argument)) return false;
+    if (argument == "-h" || argument == "--help" || argument == "--version") return false;
+    if (argument == "--" || is_command(app, argument)) break;
+    if (argument == "--json") json = true;
   }
-  return false;
+  return json;
 }
 
 // --json asked of the command that ran: its errors are JSON too.

@@ -239,15 +239,24 @@ std::string KmsProviders::describe(std::string_view name) const {
   Entry& entry = impl_->find(name);
   std::lock_guard lock(entry.init_mutex);
   std::string what;
+  std::optional<SourceKind> kind;
   if (entry.counted) {
     what = entry.counted->name() + " (" + entry.detected + ")";
+    kind = entry.counted->kind();
   } else if (entry.config && entry.config->source) {
     what = std::string(display_name(*entry.config->source)) + " (not contacted yet)";
+    kind = entry.config->source;
   } else {
     what = "auto-detected on first use";
   }
+  // Without a selector, whose identity it is depends on the source (workload identity has no
+  // system-assigned one).
+  std::string identity = entry.request.identity.describe();
+  if (entry.request.identity.is_system_assigned() && kind) {
+    identity = std::string(default_identity(*kind)) + " identity";
+  }
   // The resource as it is sent: a scope (".../.default") goes out as its resource.
-  return entry.name + ": " + what + ", " + entry.request.identity.describe() + ", resource " +
+  return entry.name + ": " + what + ", " + identity + ", resource " +
          sources::resource_of(entry.request);
 }
 

@@ -79,6 +79,9 @@ class ImdsSource final : public HttpTokenSource {
       return response;
     } catch (const Error& error) {
       if (!is_no_connection(error)) throw;
+      // The caller's budget for this attempt was shorter than the probe's second and ran out
+      // first: that says nothing about whether IMDS is there.
+      if (error.code() == ErrorCode::kTimeout && options.timeout < kProbeConnectTimeout) throw;
       throw make_error(ErrorCode::kNoSource, nothing_there(error));
     }
   }
