@@ -49,6 +49,20 @@ class CliUsage : public ::testing::Test {
   std::map<std::string, std::string> app_service() const {
     return emu_.client_environment(Endpoint::kAppService);
   }
+  // `arguments` exit 2 before any request, with one JSON object on stdout (code "usage", a
+  // message holding `says`) and nothing on stderr.
+  void expect_json_usage_error(const std::string& arguments, const std::string& says) {
+    const auto before = requests();
+    const CliRun run = run_cli(app_service(), arguments, scratch_);
+    EXPECT_EQ(run.exit_code, 2) << arguments << ": " << run.err;
+    EXPECT_TRUE(run.err.empty()) << arguments << ": " << run.err;
+    ASSERT_EQ(std::count(run.out.begin(), run.out.end(), '\n'), 1) << arguments << ": " << run.out;
+    const auto shown = nlohmann::json::parse(run.out, nullptr, /*allow_exceptions=*/false);
+    ASSERT_TRUE(shown.is_object()) << arguments << ": " << run.out;
+    EXPECT_EQ(shown.at("error").at("code"), "usage") << run.out;
+    EXPECT_THAT(shown.at("error").at("message").get<std::string>(), HasSubstr(says)) << run.out;
+    EXPECT_EQ(requests(), before) << arguments;
+  }
   std::uint64_t requests() const {
     std::uint64_t total = 0;
     for (auto endpoint : emulator::kAllEndpoints) total += emu_.requests_served(endpoint);
@@ -137,17 +151,7 @@ TEST_F(CliUsage, JsonAppliesToUsageErrors) {
       {"token --json --no-such-flag", "no-such-flag"},
       {"detect --json --source nope", "unknown source 'nope'"},
   };
-  for (const auto& [arguments, says] : cases) {
-    const auto before = requests();
-    const CliRun run = run_cli(app_service(), arguments, scratch_);
-    EXPECT_EQ(run.exit_code, 2) << arguments << ": " << run.err;
-    EXPECT_TRUE(run.err.empty()) << arguments << ": " << run.err;
-    const auto shown = nlohmann::json::parse(run.out, nullptr, /*allow_exceptions=*/false);
-    ASSERT_TRUE(shown.is_object()) << arguments << ": " << run.out;
-    EXPECT_EQ(shown.at("error").at("code"), "usage") << run.out;
-    EXPECT_THAT(shown.at("error").at("message").get<std::string>(), HasSubstr(says)) << run.out;
-    EXPECT_EQ(requests(), before) << arguments;
-  }
+  for (const auto& [arguments, says] : cases) expect_json_usage_error(arguments, says);
 }
 
 // --json anywhere on the command line makes a usage error JSON, even one found before the
@@ -161,18 +165,7 @@ TEST_F(CliUsage, JsonAppliesToUsageErrorsFoundBeforeTheCommand) {
       {"--json", "put --json after the command"},
       {"demo --json", "--json"},
   };
-  for (const auto& [arguments, says] : cases) {
-    const auto before = requests();
-    const CliRun run = run_cli(app_service(), arguments, scratch_);
-    EXPECT_EQ(run.exit_code, 2) << arguments << ": " << run.err;
-    EXPECT_TRUE(run.err.empty()) << arguments << ": " << run.err;
-    ASSERT_EQ(std::count(run.out.begin(), run.out.end(), '\n'), 1) << arguments << ": " << run.out;
-    const auto shown = nlohmann::json::parse(run.out, nullptr, /*allow_exceptions=*/false);
-    ASSERT_TRUE(shown.is_object()) << arguments << ": " << run.out;
-    EXPECT_EQ(shown.at("error").at("code"), "usage") << run.out;
-    EXPECT_THAT(shown.at("error").at("message").get<std::string>(), HasSubstr(says)) << run.out;
-    EXPECT_EQ(requests(), before) << arguments;
-  }
+  for (const auto& [arguments, says] : cases) expect_json_usage_error(arguments, says);
 }
 
 // --help and --version print their text and exit 0 wherever --json is.
