@@ -32,11 +32,17 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
 
 namespace azkms::emulator {
+
+// Ends the error of a server that cannot listen on the port it was given: since install() turns
+// SO_REUSEPORT off, that is almost always a port some other program serves.
+inline constexpr std::string_view kPortInUseHint =
+    ": is another program (another azkms-emulator?) using the port?";
 
 // The server side of every TCP connection to `local_port` in this process: the descriptors
 // of sockets that /proc/net/tcp{,6} lists with that local port and a peer (a client in the

@@ -374,8 +374,7 @@ struct Emulator::Impl final : endpoints::EndpointHost {
       if (!server.bind_to_port(options.host, port)) {
         throw std::runtime_error("emulator: cannot listen on " + options.host + ":" +
                                  std::to_string(port) + " for " +
-                                 std::string(display_name(endpoint)) +
-                                 ": is another program (another azkms-emulator?) using the port?");
+                                 std::string(display_name(endpoint)) + std::string(kPortInUseHint));
       }
       running.port = port;
     } else {

@@ -640,8 +640,7 @@ struct KeyVaultServer::Impl {
                                   : (fresh->bind_to_port(host, wanted) ? wanted : -1);
     if (bound <= 0) {
       throw std::runtime_error("key vault emulator: cannot listen on " + host + ":" +
-                               std::to_string(wanted) +
-                               ": is another program (another azkms-emulator?) using the port?");
+                               std::to_string(wanted) + std::string(kPortInUseHint));
     }
     port = bound;
     guard->watch(bound);

@@ -12,6 +12,7 @@
 #include "log.hpp"
 #include "redaction.hpp"
 #include "retry.hpp"
+#include "selector_names.hpp"
 #include "sources/common.hpp"
 #include "text.hpp"
 #include "token_response.hpp"
@@ -22,13 +23,7 @@ namespace {
 // "system-assigned, client id": no selector named as whose token it gets from `source`.
 std::string supported_list(std::uint8_t set, SourceKind source) {
   std::string text;
-  for (auto kind : {IdentitySelector::Kind::kSystemAssigned, IdentitySelector::Kind::kClientId,
-                    IdentitySelector::Kind::kObjectId, IdentitySelector::Kind::kResourceId}) {
-    if (!supports(set, kind)) continue;
-    if (!text.empty()) text += ", ";
-    text += kind == IdentitySelector::Kind::kSystemAssigned ? default_identity(source)
-                                                            : to_string(kind);
-  }
+  for (const auto& name : identity_names(set, source)) text += (text.empty() ? "" : ", ") + name;
   return text.empty() ? std::string("none") : text;
 }
 

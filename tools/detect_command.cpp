@@ -5,6 +5,7 @@
 #include "azkms/detect.hpp"
 #include "cli.hpp"
 #include "redaction.hpp"
+#include "selector_names.hpp"
 
 namespace azkms::cli {
 namespace {
@@ -13,26 +14,6 @@ struct DetectFlags {
   bool json = false;
   std::string source = "auto";
 };
-
-// The selector kinds, as the JSON lists them ("system-assigned" means no selector).
-std::vector<std::string> selector_names(std::uint8_t set) {
-  std::vector<std::string> names;
-  for (auto kind : {IdentitySelector::Kind::kSystemAssigned, IdentitySelector::Kind::kClientId,
-                    IdentitySelector::Kind::kObjectId, IdentitySelector::Kind::kResourceId}) {
-    if (supports(set, kind)) names.emplace_back(to_string(kind));
-  }
-  return names;
-}
-
-// For a person: no selector named as whose token it gets from `source`, "default
-// (AZURE_CLIENT_ID)" for workload identity, which has no system-assigned identity.
-std::vector<std::string> identity_names(std::uint8_t set, SourceKind source) {
-  std::vector<std::string> names = selector_names(set);
-  if (supports(set, IdentitySelector::Kind::kSystemAssigned)) {
-    names.front() = default_identity(source);
-  }
-  return names;
-}
 
 // The reason, the endpoint and the variables' values come from the environment: shown
 // redacted, printable and bounded, like any text from outside.
